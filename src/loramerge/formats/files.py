@@ -1,0 +1,118 @@
+"""Opening tensor files safely: safetensors lazily, pickles only when explicitly allowed.
+
+Every failure becomes an `InputFileError` naming the file (and key) with a remedy; nothing from
+deep inside safetensors or torch reaches the user as a bare traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import InputFileError, PickleRefusedError
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """Parse a safetensors header without touching tensor data: ({key: {dtype, shape, offsets}}, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found", hint="check the path")
+    if path.is_dir():
+        raise InputFileError(path, "is a directory, not a LoRA file", hint="pass the .safetensors file inside it")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputFileError(path, "file is empty (0 bytes)", hint="the download or save was probably interrupted")
+    if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
+        raise PickleRefusedError(
+            path,
+            "is a pickle checkpoint; loramerge never unpickles files by default (pickles can run code)",
+            hint="convert it to .safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise InputFileError(path, f"file is too short ({size} bytes) to be safetensors")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, _MAX_HEADER):
+            raise InputFileError(path, f"truncated or not safetensors: header claims {n} bytes, file has {size}",
+                                 hint="re-download or re-save the file")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputFileError(path, f"safetensors header is not valid JSON ({exc})", hint="the file is corrupt") from exc
+    if not isinstance(header, dict):
+        raise InputFileError(path, "safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    if 8 + n + data_end > size:
+        raise InputFileError(path, f"truncated: tensor data ends at byte {8 + n + data_end}, file has {size}",
+                             hint="re-download or re-save the file")
+    return header, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _looks_pickled(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    return magic[:2] == b"PK" or magic[:1] == b"\x80"
+
+
+class TensorSource:
+    """Lazy access to the tensors of one file. Safetensors are memory-mapped; allowed pickles load once."""
+
+    def __init__(self, path: Path, *, allow_pickle: bool = False):
+        self.path = Path(path)
+        self._pickled: dict[str, torch.Tensor] | None = None
+        if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(self.path)):
+            self._pickled = _load_pickle(self.path)
+            self.shapes = {k: tuple(v.shape) for k, v in self._pickled.items()}
+            self.dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in self._pickled.items()}
+            self.metadata: dict[str, str] = {}
+        else:
+            header, self.metadata = read_header(self.path)
+            self.shapes = {k: tuple(v["shape"]) for k, v in header.items()}
+            self.dtypes = {k: str(v["dtype"]) for k, v in header.items()}
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def get(self, key: str) -> torch.Tensor:
+        if self._pickled is not None:
+            return self._pickled[key]
+        with self._open() as fh:
+            return fh.get_tensor(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        if self._pickled is not None:
+            return {k: self._pickled[k] for k in keys}
+        with self._open() as fh:
+            return {k: fh.get_tensor(k) for k in keys}
+
+    @contextmanager
+    def _open(self) -> Iterator:
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                yield fh
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InputFileError(self.path, f"cannot read tensors: {exc}", hint="the file may be corrupt") from exc
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types here; all mean "not a plain tensor dict"
+        raise InputFileError(path, f"cannot load as a weights-only pickle: {exc}",
+                             hint="only plain tensor dictionaries are accepted; convert the file to .safetensors") from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputFileError(path, "pickle does not hold a flat dictionary of tensors")
+    return {str(k): v for k, v in obj.items()}

@@ -1,0 +1,170 @@
+"""`AdapterFile`: one LoRA file parsed into module entries, tensors loaded lazily per module."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from ..errors import InputFileError
+from ..types import AdapterKind, Patch
+from . import algebras
+from .dialects import ParsedStem, parse_key, parse_stem
+from .files import TensorSource
+from .peft_meta import PeftConfig, parse_adapter_metadata
+
+_COMPONENT_OF_PREFIX = {"unet.": "unet", "transformer.": "transformer", "text_encoder.": "text_encoder",
+                        "text_encoder_2.": "text_encoder_2", "text_encoder_3.": "text_encoder_3"}
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One adapted module as written in the file."""
+
+    stem: str
+    parsed: ParsedStem | None
+    roles: dict[str, str]  # role -> tensor key
+    kind: AdapterKind
+
+    @property
+    def has_dora(self) -> bool:
+        return "dora_scale" in self.roles
+
+
+class AdapterFile:
+    """A LoRA/LyCORIS file: its module entries, metadata and unparsed keys. Tensors stay on disk
+    until `patches()` asks for one module's."""
+
+    def __init__(self, path: str | Path, *, allow_pickle: bool = False):
+        self.path = Path(path)
+        self.source = TensorSource(self.path, allow_pickle=allow_pickle)
+        self.metadata = self.source.metadata
+        self.unparsed: list[str] = []
+        self.entries: dict[str, ModuleEntry] = self._parse()
+        self.peft = parse_adapter_metadata(self.metadata)
+
+    # -- parsing -------------------------------------------------------------------------------
+    def _parse(self) -> dict[str, ModuleEntry]:
+        by_stem: dict[str, dict[str, str]] = {}
+        for key in self.source.keys():
+            parsed = parse_key(key)
+            if parsed is None:
+                self.unparsed.append(key)
+                continue
+            roles = by_stem.setdefault(parsed.stem, {})
+            if parsed.role in roles:
+                raise InputFileError(self.path, f"two tensors give the same role '{parsed.role}' of module "
+                                     f"'{parsed.stem}' ('{roles[parsed.role]}')", key=key)
+            roles[parsed.role] = key
+        if not by_stem:
+            self._raise_not_a_lora()
+        entries = {}
+        for stem, roles in sorted(by_stem.items()):
+            try:
+                kind = algebras.kind_of(set(roles))
+            except algebras.AlgebraError as exc:
+                raise InputFileError(self.path, str(exc), key=next(iter(roles.values())),
+                                     hint="the file is incomplete or mixes adapter kinds in one module") from exc
+            entry = ModuleEntry(stem, parse_stem(stem), roles, kind)
+            self._check_shapes(entry)
+            entries[stem] = entry
+        return entries
+
+    def _raise_not_a_lora(self) -> None:
+        keys = self.source.keys()
+        if not keys:
+            raise InputFileError(self.path, "holds no tensors", hint="the file is empty or was not saved properly")
+        if sum(k.endswith((".weight", ".bias")) for k in keys) >= len(keys) / 2:
+            raise InputFileError(self.path, f"looks like a full model checkpoint ({len(keys)} plain weights), not a LoRA",
+                                 key=keys[0], hint="pass LoRA files to merge; give a base model with --base")
+        raise InputFileError(self.path, "no key follows a known LoRA convention", key=keys[0],
+                             hint="see `loramerge inspect` for the supported trainers' key formats")
+
+    def _check_shapes(self, entry: ModuleEntry) -> None:
+        if entry.kind is not AdapterKind.LORA:
+            return
+        down = self.source.shapes[entry.roles["down"]]
+        up = self.source.shapes[entry.roles["up"]]
+        if len(down) < 2 or len(up) < 2 or up[1] != down[0]:
+            raise InputFileError(self.path, f"up {list(up)} and down {list(down)} do not fit together "
+                                 f"(up needs {down[0] if down else '?'} columns)", key=entry.roles["up"],
+                                 hint="the file is corrupt or the tensors were mislabelled")
+
+    # -- facts -----------------------------------------------------------------------------------
+    @cached_property
+    def format(self) -> str:
+        families = Counter(e.parsed.family for e in self.entries.values() if e.parsed)
+        return families.most_common(1)[0][0] if families else "unknown"
+
+    @cached_property
+    def kinds(self) -> dict[str, int]:
+        counts = Counter(e.kind.value for e in self.entries.values())
+        dora = sum(e.has_dora for e in self.entries.values())
+        if dora:
+            counts["dora"] = dora
+        return dict(sorted(counts.items()))
+
+    def rank(self, entry: ModuleEntry) -> int | None:
+        shapes = {role: self.source.shapes[key] for role, key in entry.roles.items()}
+        return algebras.rank_of(entry.kind, {r: torch.empty(s, device="meta") for r, s in shapes.items()})
+
+    def peft_config(self, entry: ModuleEntry) -> PeftConfig | None:
+        if not self.peft or entry.parsed is None:
+            return None
+        component = _COMPONENT_OF_PREFIX.get(entry.parsed.prefix, "")
+        return self.peft.get(component) or self.peft.get("")
+
+    def alpha(self, entry: ModuleEntry) -> float | None:
+        """The alpha that scales this module (alpha tensor first, then PEFT metadata, else None = scale 1)."""
+        if "alpha" in entry.roles:
+            value = self.source.get(entry.roles["alpha"])
+            if value.numel() != 1:
+                raise InputFileError(self.path, f"alpha must be a scalar, has shape {list(value.shape)}",
+                                     key=entry.roles["alpha"])
+            return float(value.float().item())
+        rank = self.rank(entry)
+        cfg = self.peft_config(entry)
+        if cfg is None or rank is None or entry.parsed is None:
+            return None
+        return cfg.scale(entry.parsed.stem.path, rank) * rank
+
+    # -- tensors ---------------------------------------------------------------------------------
+    def tensors(self, entry: ModuleEntry) -> dict[str, torch.Tensor]:
+        keys = {role: key for role, key in entry.roles.items() if role != "alpha"}
+        loaded = self.source.get_many(list(keys.values()))
+        out = {}
+        for role, key in keys.items():
+            t = loaded[key]
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).sum())
+                raise InputFileError(self.path, f"{bad} NaN/Inf value(s) in the tensor", key=key,
+                                     hint="the LoRA is broken (often an fp16 overflow in training); re-export it")
+            out[role] = t
+        return out
+
+    def patches(self, entry: ModuleEntry, base_weight: torch.Tensor | None = None) -> dict[str, Patch]:
+        """ΔW (float32) of one module: ``{"weight": ..., "bias"?: ...}``. DoRA needs `base_weight`."""
+        t = self.tensors(entry)
+        dora = t.pop("dora_scale", None)
+        try:
+            patches = algebras.compute(entry.kind, t, self.alpha(entry))
+        except (algebras.AlgebraError, RuntimeError) as exc:
+            raise InputFileError(self.path, f"cannot compute ΔW: {exc}", key=entry.stem) from exc
+        if dora is not None:
+            if base_weight is None:
+                raise InputFileError(self.path, "DoRA (weight-decomposed) module needs the base weight to compute ΔW",
+                                     key=entry.roles["dora_scale"], hint="pass the base model with --base MODEL.safetensors")
+            from ..types import Dense
+            patches["weight"] = Dense(algebras.apply_dora(patches["weight"].dense(), base_weight, dora))
+        return patches
+
+    @cached_property
+    def dtypes(self) -> dict[str, int]:
+        return dict(Counter(self.source.dtypes.values()))
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
