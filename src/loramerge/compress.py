@@ -1,0 +1,73 @@
+"""Low-rank factorisation of patches: exact for low-rank inputs, truncated SVD for dense ones.
+
+`up = U·√Σ`, `down = √Σ·Vᵀ`, scale 1 (alpha = rank), so every client's `alpha/rank` is 1.
+The achieved relative Frobenius error is returned with every result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .types import Dense, LowRank, Patch
+
+
+@dataclass(frozen=True)
+class Factorized:
+    patch: LowRank
+    rel_error: float  # ‖ΔW − up·down‖_F / ‖ΔW‖_F
+
+
+def choose_rank(singular: torch.Tensor, rank: int | None, rel_error: float | None) -> int:
+    """Smallest rank whose truncation error is ≤ rel_error (or the given rank), at least 1."""
+    n = int(singular.numel())
+    if rank is not None:
+        return max(1, min(rank, n))
+    if rel_error is None:
+        return max(1, n)
+    energy = singular.double().pow(2)
+    total = float(energy.sum())
+    if total == 0.0:
+        return 1
+    tail = torch.flip(torch.cumsum(torch.flip(energy, [0]), 0), [0])  # tail[k] = Σ_{i≥k} σ_i²
+    ok = (tail / total).sqrt() <= rel_error
+    idx = torch.nonzero(ok)
+    return max(1, int(idx[0]) if idx.numel() else n)
+
+
+def factorize_dense(delta: torch.Tensor, *, rank: int | None = None, rel_error: float | None = 1e-6,
+                    shape: tuple[int, ...] | None = None) -> Factorized:
+    """Truncated SVD of a dense ΔW (conv kernels flattened to [out, in·kh·kw])."""
+    shape = tuple(shape or delta.shape)
+    mat = delta.reshape(delta.shape[0], -1).float()
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    k = choose_rank(s, rank, rel_error)
+    root = s[:k].sqrt()
+    up, down = u[:, :k] * root, root[:, None] * vh[:k]
+    norm = float(s.double().pow(2).sum().sqrt())
+    err = float(s[k:].double().pow(2).sum().sqrt()) / norm if norm > 0 else 0.0
+    return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, shape), err)
+
+
+def factorize_lowrank(patch: LowRank, *, rank: int | None = None, rel_error: float | None = None) -> Factorized:
+    """Exact SVD of scale·up@down through QR of the factors, O((d+k)·r²); then optional truncation."""
+    qu, ru = torch.linalg.qr(patch.up * patch.scale)
+    qd, rd = torch.linalg.qr(patch.down.T)
+    u, s, vh = torch.linalg.svd(ru @ rd.T, full_matrices=False)
+    k = choose_rank(s, rank if rank is not None else (None if rel_error is not None else patch.rank), rel_error)
+    root = s[:k].sqrt()
+    up = (qu @ u[:, :k]) * root
+    down = root[:, None] * (vh[:k] @ qd.T)
+    norm = float(s.double().pow(2).sum().sqrt())
+    err = float(s[k:].double().pow(2).sum().sqrt()) / norm if norm > 0 else 0.0
+    return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, patch.shape), err)
+
+
+def to_lowrank(patch: Patch, *, rank: int | None = None, rel_error: float | None = 1e-6) -> Factorized:
+    if isinstance(patch, LowRank):
+        if rank is None:
+            return Factorized(patch, 0.0)
+        return factorize_lowrank(patch, rank=rank)
+    assert isinstance(patch, Dense)
+    return factorize_dense(patch.delta, rank=rank, rel_error=rel_error)

@@ -1,0 +1,27 @@
+"""`convert`: rewrite one LoRA file in another client's format, preserving every ΔW."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import architectures as A
+from .basemodel import BaseModel
+from .formats.align import UNKNOWN, load_group
+from .formats.writers import OutputFormat, OutputItem, WriteReport, write
+from .inspect import open_and_align
+
+
+def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFormat.KOHYA, *,
+            arch: str | None = None, base: str | Path | None = None, strict: bool = True,
+            allow_pickle: bool = False, lossy: bool = False) -> WriteReport:
+    """Read `src`, place every key, write `dst` in `fmt`. Strict: any unplaced key is an error."""
+    file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)
+    table = None if alignment.architecture == UNKNOWN else A.get_table(alignment.architecture)
+    base_model = BaseModel.open(base, table) if base else None
+    items = []
+    for group, contributions in alignment.groups.items():
+        c = contributions[0]
+        weight = base_model.weight(c.placement.module) if base_model and c.entry.has_dora else None
+        items.append(OutputItem(c.placement, c.param, load_group(alignment, table, group, weight)))
+    meta = {"loramerge.source": Path(src).name}
+    return write(dst, items, table, fmt, metadata=meta, lossy=lossy)
