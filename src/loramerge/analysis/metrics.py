@@ -1,0 +1,124 @@
+"""Pair metrics of two deltas of one group, computed from low-rank factors where possible.
+
+Norms, dot products and cosines are exact from small products:
+``⟨s_i B_i A_i, s_j B_j A_j⟩ = s_i s_j · trace((B_iᵀ B_j)(A_j A_iᵀ))`` in O((d+k)·r²).
+Subspace overlaps use orthonormal bases from QR of ``up`` and ``downᵀ``. Sign metrics are
+estimated on one seeded sample of positions shared by all LoRAs of the group (exact when the
+group has fewer entries than the sample size); each sampled entry of ``B·A`` costs O(r).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..types import Dense, LowRank, Patch
+
+NOISE_FLOOR = 0.05
+DENSE_BASIS_ENERGY = 0.99  # dense deltas: basis = top singular vectors holding 99 % of the energy
+DENSE_BASIS_MAX = 64
+
+
+def inner(a: Patch, b: Patch) -> float:
+    """⟨ΔW_a, ΔW_b⟩_F, exact; never materialises a product of two low-rank patches."""
+    if isinstance(a, LowRank) and isinstance(b, LowRank):
+        left = (a.up.T.double() @ b.up.double())          # [ra, rb]
+        right = (b.down.double() @ a.down.T.double())     # [rb, ra]
+        return float(torch.trace(left @ right)) * a.scale * b.scale
+    if isinstance(a, LowRank):
+        a, b = b, a
+    if isinstance(b, LowRank):  # dense a, low-rank b: ⟨A, s·U V⟩ = s·Σ (Uᵀ A) ⊙ V
+        mat = a.dense().reshape(b.up.shape[0], -1).double()
+        return float(((b.up.T.double() @ mat) * b.down.double()).sum()) * b.scale
+    return float((a.dense().double() * b.dense().reshape(a.dense().shape).double()).sum())
+
+
+def basis(patch: Patch, side: str) -> torch.Tensor:
+    """Orthonormal basis of the column ('left') or row ('right') space, float64."""
+    if isinstance(patch, LowRank):
+        mat = patch.up if side == "left" else patch.down.T
+        q, r = torch.linalg.qr(mat.double())
+        keep = r.diagonal().abs() > 1e-10 * max(float(r.diagonal().abs().max()) if r.numel() else 0.0, 1e-30)
+        return q[:, keep]
+    mat = patch.dense().reshape(patch.dense().shape[0], -1).double()
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    energy = s.pow(2).cumsum(0) / s.pow(2).sum().clamp_min(1e-300)
+    k = min(int((energy < DENSE_BASIS_ENERGY).sum()) + 1, DENSE_BASIS_MAX, s.numel())
+    return u[:, :k] if side == "left" else vh[:k].T
+
+
+def subspace_overlap(a: Patch, b: Patch) -> float:
+    """Mean over left and right of ‖Q_aᵀ Q_b‖²_F / min(r_a, r_b), in [0, 1]."""
+    values = []
+    for side in ("left", "right"):
+        qa, qb = basis(a, side), basis(b, side)
+        k = min(qa.shape[1], qb.shape[1])
+        values.append(0.0 if k == 0 else float((qa.T @ qb).pow(2).sum()) / k)
+    return sum(values) / 2
+
+
+def sample_positions(rows: int, cols: int, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) indices: every position when rows·cols ≤ n, else n drawn uniformly (CPU generator)."""
+    total = rows * cols
+    if total <= n:
+        flat = torch.arange(total)
+    else:
+        flat = torch.randint(0, total, (n,), generator=generator)
+    return flat // cols, flat % cols
+
+
+def sample_entries(patch: Patch, rows_idx: torch.Tensor, cols_idx: torch.Tensor) -> torch.Tensor:
+    """Entries ΔW[r, c] of the flattened [out, in·k] matrix at the given positions (float64)."""
+    if isinstance(patch, LowRank):
+        up = patch.up.double()[rows_idx]
+        down = patch.down.double()[:, cols_idx].T
+        return (up * down).sum(1) * patch.scale
+    mat = patch.dense().reshape(patch.dense().shape[0], -1).double()
+    return mat[rows_idx, cols_idx]
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Statistics of one pair (i, j) in one group (METHOD.md §2)."""
+
+    i: int
+    j: int
+    dot: float
+    cosine: float
+    conflict: float           # sign disagreement over positions where both are non-zero
+    weighted_conflict: float  # Σ_strong,disagree min(|a|,|b|) / Σ_strong min(|a|,|b|)
+    conflict_strong: float    # sign disagreement over strong positions
+    cosine_strong: float
+    expected_conflict: float  # arccos(cos_strong)/π
+    excess_conflict: float    # max(conflict_strong − expected, 0)
+    overlap: float            # subspace overlap in [0, 1]
+    sampled: int              # positions used for the sign metrics
+
+
+def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: float,
+               va: torch.Tensor, vb: torch.Tensor, numel: int) -> PairStats:
+    """Pair statistics from exact norms/dot and the sampled entries `va`, `vb` (same positions)."""
+    dot = inner(a, b)
+    denom = math.sqrt(norm2_a * norm2_b)
+    cosine = dot / denom if denom > 0 else 0.0
+    both = (va != 0) & (vb != 0)
+    disagree = torch.sign(va) != torch.sign(vb)
+    conflict = _ratio((both & disagree).sum(), both.sum())
+    eps = NOISE_FLOOR * max(math.sqrt(norm2_a / numel), math.sqrt(norm2_b / numel))
+    strong = (va.abs() > eps) & (vb.abs() > eps)
+    weight = torch.minimum(va.abs(), vb.abs())
+    weighted = _ratio((weight * (strong & disagree)).sum(), (weight * strong).sum())
+    conflict_strong = _ratio((strong & disagree).sum(), strong.sum())
+    sa, sb = va[strong], vb[strong]
+    d = float(sa.norm() * sb.norm())
+    cos_strong = float((sa * sb).sum()) / d if d > 0 else cosine
+    expected = math.acos(max(-1.0, min(1.0, cos_strong))) / math.pi
+    return PairStats(i, j, dot, cosine, conflict, weighted, conflict_strong, cos_strong, expected,
+                     max(conflict_strong - expected, 0.0), subspace_overlap(a, b), int(va.numel()))
+
+
+def _ratio(num, den) -> float:
+    den = float(den)
+    return float(num) / den if den > 0 else 0.0

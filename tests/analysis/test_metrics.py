@@ -1,0 +1,98 @@
+"""Pass-1 metrics from factors equal those from materialised deltas; sampled sign metrics are close."""
+
+import math
+
+import pytest
+import torch
+
+from loramerge.analysis.metrics import inner, pair_stats, sample_entries, sample_positions, subspace_overlap
+from loramerge.analysis.stats import block_of, group_stats
+from loramerge.types import Dense, LowRank
+
+
+def _lowrank(out, inn, r, seed, scale=0.7):
+    g = torch.Generator().manual_seed(seed)
+    return LowRank(torch.randn(out, r, generator=g), torch.randn(r, inn, generator=g), scale, (out, inn))
+
+
+def _exact_pair(a, b):
+    """Reference: every metric from the dense deltas, no sampling."""
+    da, db = a.flatten().double(), b.flatten().double()
+    both = (da != 0) & (db != 0)
+    dis = torch.sign(da) != torch.sign(db)
+    eps = 0.05 * max(da.pow(2).mean().sqrt(), db.pow(2).mean().sqrt())
+    strong = (da.abs() > eps) & (db.abs() > eps)
+    w = torch.minimum(da.abs(), db.abs())
+    cs = float((da[strong] * db[strong]).sum() / (da[strong].norm() * db[strong].norm()))
+    exp = math.acos(cs) / math.pi
+    return dict(cosine=float(da @ db / (da.norm() * db.norm())), conflict=float((both & dis).sum() / both.sum()),
+                weighted_conflict=float((w * (strong & dis)).sum() / (w * strong).sum()),
+                conflict_strong=float((strong & dis).sum() / strong.sum()), expected_conflict=exp,
+                excess_conflict=max(float((strong & dis).sum() / strong.sum()) - exp, 0.0))
+
+
+@pytest.mark.parametrize("shape", [(16, 12), (40, 8)])
+def test_inner_and_cosine_from_factors_are_exact(shape):
+    a, b = _lowrank(*shape, 3, 1), _lowrank(*shape, 5, 2, scale=1.3)
+    da = (a.up.double() @ a.down.double()) * a.scale
+    db = (b.up.double() @ b.down.double()) * b.scale
+    assert inner(a, b) == pytest.approx(float((da * db).sum()), rel=1e-10)
+    assert inner(a, a) == pytest.approx(float(da.pow(2).sum()), rel=1e-10)
+    assert inner(a, Dense(db.float())) == pytest.approx(float((da * db).sum()), rel=1e-5)
+    assert inner(Dense(da.float()), Dense(db.float())) == pytest.approx(float((da * db).sum()), rel=1e-5)
+
+
+def test_small_group_sign_metrics_are_exact():
+    a, b = _lowrank(20, 10, 2, 3), _lowrank(20, 10, 2, 4)
+    g = torch.Generator().manual_seed(0)
+    r, c = sample_positions(20, 10, 100_000, g)
+    assert r.numel() == 200
+    stats = pair_stats(0, 1, a, b, inner(a, a), inner(b, b), sample_entries(a, r, c), sample_entries(b, r, c), 200)
+    ref = _exact_pair(a.dense(), b.dense())
+    for name, value in ref.items():
+        assert getattr(stats, name) == pytest.approx(value, rel=1e-5, abs=1e-9), name
+
+
+def test_sampled_sign_metrics_within_001_on_a_million_entries():
+    g = torch.Generator().manual_seed(7)
+    shared = torch.randn(1000, 4, generator=g)
+    a = LowRank(torch.cat([shared, torch.randn(1000, 4, generator=g)], 1), torch.randn(8, 1000, generator=g), 1.0, (1000, 1000))
+    b = LowRank(torch.cat([shared, torch.randn(1000, 4, generator=g)], 1), torch.cat([a.down[:4], torch.randn(4, 1000, generator=g)]), 1.0, (1000, 1000))
+    r, c = sample_positions(1000, 1000, 100_000, torch.Generator().manual_seed(1))
+    stats = pair_stats(0, 1, a, b, inner(a, a), inner(b, b), sample_entries(a, r, c), sample_entries(b, r, c), 10**6)
+    ref = _exact_pair(a.dense(), b.dense())
+    assert 0.2 < ref["cosine"] < 0.8  # a correlated pair, not a trivial case
+    assert stats.cosine == pytest.approx(ref["cosine"], rel=1e-6)
+    for name in ("conflict", "weighted_conflict", "conflict_strong", "expected_conflict", "excess_conflict"):
+        assert abs(getattr(stats, name) - ref[name]) < 0.01, name
+
+
+def test_subspace_overlap_extremes():
+    e = torch.eye(6)
+    a = LowRank(e[:, :2], e[:2], 1.0, (6, 6))
+    b = LowRank(e[:, 2:4], e[2:4], 1.0, (6, 6))
+    assert subspace_overlap(a, a) == pytest.approx(1.0)
+    assert subspace_overlap(a, b) == pytest.approx(0.0)
+    half = LowRank(e[:, 1:3], e[1:3], 1.0, (6, 6))
+    assert subspace_overlap(a, half) == pytest.approx(0.5)
+    assert subspace_overlap(Dense(a.dense()), a) == pytest.approx(1.0)
+
+
+def test_group_stats_single_and_pair():
+    a, b = _lowrank(8, 6, 2, 1), _lowrank(8, 6, 2, 2)
+    one = group_stats("k", (0,), [a], generator=torch.Generator().manual_seed(0))
+    assert one.n == 1 and one.pairs == () and one.norms2[0] == pytest.approx(float(a.dense().pow(2).sum()), rel=1e-6)
+    two = group_stats("k", (3, 5), [a, a.scaled(-2.0)], generator=torch.Generator().manual_seed(0))
+    assert (two.pairs[0].i, two.pairs[0].j) == (3, 5)
+    assert two.cosine == pytest.approx(-1.0) and two.magnitude_ratio == pytest.approx(2.0)
+    assert two.conflict == pytest.approx(1.0) and two.overlap == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("key, block", [
+    ("diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q", "diffusion_model.input_blocks.4"),
+    ("diffusion_model.double_blocks.12.img_attn.qkv#q", "diffusion_model.double_blocks.12"),
+    ("te1.text_model.encoder.layers.7.mlp.fc1", "te1.text_model.encoder.layers.7"),
+    ("diffusion_model.img_in", "diffusion_model"),
+])
+def test_block_of(key, block):
+    assert block_of(key) == block
