@@ -1,0 +1,175 @@
+"""The two passes over the groups, one group's tensors in memory at a time.
+
+Pass 1 keeps scalars only (`GroupStats` and per-branch energy accumulators). Pass 2 recomputes
+each group's patches, merges them with the planned strategy, and re-factorises the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .analysis.metrics import inner
+from .analysis.stats import GroupStats, group_stats
+from .compress import factorize_dense, factorize_lowrank
+from .config import MergeConfig, RefineMode, SparsifyMode
+from .plan import MergePlan
+from .presets import Preset
+from .select import GroupDecision
+from .session import Session, group_generator
+from .types import Dense, LowRank, Patch
+
+LINEAR = {"weighted_sum", "weighted_average", "normalize"}
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Analysis:
+    stats: dict[str, GroupStats] = field(default_factory=dict)
+    norms2: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    dots: dict[str, dict[tuple[int, int], float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+
+
+def branch_name(session: Session, key: str) -> str:
+    return "text_encoder" if session.is_text_encoder(key) else "model"
+
+
+def pass1(session: Session, progress: Progress | None = None) -> Analysis:
+    out = Analysis()
+    for key in session.keys:
+        loras = session.groups[key]
+        if progress:
+            progress(key)
+        if not loras:
+            continue
+        patches = [session.load(i, key) for i in loras]
+        s = group_stats(key, tuple(loras), patches, generator=group_generator(session.cfg.seed, key),
+                        sample_size=session.cfg.sample_size)
+        out.stats[key] = s
+        branch = branch_name(session, key)
+        for i, n2 in zip(loras, s.norms2):
+            out.norms2[branch][i] += n2
+        for p in s.pairs:
+            out.dots[branch][(p.i, p.j)] += p.dot
+    return out
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    key: str
+    patch: Patch
+    rank: int
+    rel_error: float
+    retention: dict[int, float]  # LoRA index -> ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖² (preserved LoRAs included)
+    exact: bool
+    norm2_inputs: dict[int, float]  # LoRA index -> ‖w_iΔW_i‖²
+    norm2_merged: float
+
+
+def pass2(session: Session, plan: MergePlan, progress: Progress | None = None) -> Iterator[GroupResult]:
+    for key in session.keys:
+        if progress:
+            progress(key)
+        yield merge_group(session, plan, key)
+
+
+def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
+    cfg = session.cfg
+    loras, kept = session.groups[key], session.preserved[key]
+    te = session.is_text_encoder(key)
+    scale = plan.scale(te)
+    patches = [session.load(i, key) for i in loras]
+    weights = [cfg.inputs[i].strength(te) * scale for i in loras]
+    extra = [session.load(i, key).scaled(cfg.inputs[i].strength(te)) for i in kept]
+    decision = plan.decisions.get(key)
+    merged, exact = None, True
+    if patches:
+        merged, exact = _merge(patches, weights, decision, cfg, plan.preset, group_generator(cfg.seed, key))
+    for p in extra:
+        merged = p if merged is None else _concat(merged, p)
+    merged, err = _refactor(merged, patches + extra, cfg, key)
+    contributions = dict(zip(loras + kept, [p.scaled(w) for p, w in zip(patches, weights)] + extra))
+    norms2 = {i: inner(c, c) for i, c in contributions.items()}
+    retention = {i: (inner(merged, c) / norms2[i] if norms2[i] > 0 else 0.0) for i, c in contributions.items()}
+    rank = merged.rank if isinstance(merged, LowRank) else 0
+    return GroupResult(key, merged, rank, err, retention, exact and err == 0.0, norms2, inner(merged, merged))
+
+
+def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, cfg: MergeConfig, preset: Preset,
+           generator: torch.Generator) -> tuple[Patch, bool]:
+    strategy = d.strategy if d else "weighted_sum"
+    plain = cfg.sparsify is SparsifyMode.NONE and cfg.refine is RefineMode.NONE
+    if strategy in LINEAR and plain and all(isinstance(p, LowRank) for p in patches):
+        return _linear_lowrank(patches, weights, strategy), True
+    return Dense(_dense_merge(patches, weights, strategy, d, cfg, preset, generator)), False
+
+
+def linear_coefficients(weights: list[float], strategy: str) -> list[float]:
+    if strategy == "weighted_sum":
+        return list(weights)
+    if strategy == "weighted_average":
+        total = sum(abs(w) for w in weights)
+        return [w / total if total else 0.0 for w in weights]
+    norm = sum(w * w for w in weights) ** 0.5
+    return [w / norm if norm else 0.0 for w in weights]
+
+
+def _linear_lowrank(patches: list[LowRank], weights: list[float], strategy: str) -> LowRank:
+    """Exact low-rank patch: up = [c_1·s_1·up_1 | …], down = [down_1; …], rank Σr_i."""
+    coefficients = linear_coefficients(weights, strategy)
+    up = torch.cat([p.up * (p.scale * c) for p, c in zip(patches, coefficients)], dim=1)
+    down = torch.cat([p.down for p in patches], dim=0)
+    return LowRank(up, down, 1.0, patches[0].shape)
+
+
+def _concat(a: Patch, b: Patch) -> Patch:
+    from .formats.align import add_patches
+
+    return add_patches(a, b)
+
+
+def _dense_merge(patches, weights, strategy, d, cfg, preset, generator) -> torch.Tensor:
+    from . import strategies as S
+    from .refine import RefineParams, refined_merge
+
+    shape = _common_shape(patches)
+    device = torch.device(cfg.device)
+    deltas = [p.dense().reshape(shape).to(device) for p in patches]
+    params = None
+    if strategy == "ties":
+        density = (d.density if d and d.density else None) or cfg.density or preset.dare_density
+        params = S.TiesParams(density=density, sign_method=(d.sign_method if d and d.sign_method else "total"))
+    sparsifier = None
+    if cfg.sparsify is not SparsifyMode.NONE:
+        sparsifier = S.SparsifyParams(cfg.sparsify.value, cfg.density or preset.dare_density, cfg.dampening)
+    refine = RefineParams.for_level(cfg.refine.value)
+    merged = refined_merge(strategy, deltas, weights, params, generator=generator, refine=refine, sparsifier=sparsifier)
+    return merged.float().cpu()
+
+
+def _common_shape(patches: list[Patch]) -> tuple[int, ...]:
+    shapes = [p.shape for p in patches if p.shape is not None]
+    return max(shapes, key=len) if shapes else tuple(patches[0].dense().shape)
+
+
+def _refactor(merged: Patch, inputs: list[Patch], cfg: MergeConfig, key: str) -> tuple[Patch, float]:
+    """Write-ready low-rank form: exact when possible, else truncated SVD at the chosen rank."""
+    if merged.shape is not None and len(merged.shape) == 1:
+        return merged, 0.0  # norm/bias deltas stay dense
+    total_rank = sum(p.rank if isinstance(p, LowRank) else min(_dims(p)) for p in inputs)
+    if isinstance(merged, LowRank):
+        if cfg.rank is None and cfg.rel_error is None:
+            return merged, 0.0
+        f = factorize_lowrank(merged, rank=cfg.rank, rel_error=cfg.rel_error)
+        return f.patch, f.rel_error
+    rank = cfg.rank if cfg.rank is not None else (None if cfg.rel_error is not None else total_rank)
+    f = factorize_dense(merged.delta, rank=rank, rel_error=cfg.rel_error, shape=merged.shape)
+    return f.patch, f.rel_error
+
+
+def _dims(p: Patch) -> tuple[int, int]:
+    d = p.dense()
+    return int(d.shape[0]), int(d.numel() // d.shape[0])

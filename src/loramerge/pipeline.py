@@ -1,0 +1,71 @@
+"""`run`: open → align → pass 1 → plan → pass 2 → write → report. The only place that knows the order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .config import MergeConfig
+from .formats.writers import OutputItem, write
+from .passes import GroupResult, pass1, pass2
+from .plan import MergePlan, make_plan
+from .report import build_report
+from .session import Session, file_sha256, open_session
+
+Progress = Callable[[str, str], None]  # (stage, group key)
+
+
+@dataclass
+class MergeResult:
+    """What a merge produced: the patches (in memory), the plan and the report."""
+
+    session: Session
+    plan: MergePlan
+    groups: list[GroupResult]
+    report: dict
+
+    def items(self) -> list[OutputItem]:
+        return [OutputItem(*self.session.targets[g.key], g.patch) for g in self.groups]
+
+    def save(self, path: str | Path, format: str | None = None) -> Path:
+        fmt = format or self.session.cfg.format
+        write(path, self.items(), self.session.table, fmt, metadata=recipe_metadata(self.session.cfg, self.report))
+        self.report["output"] = {"path": str(path), "format": getattr(fmt, "value", fmt)}
+        return Path(path)
+
+
+def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Session, MergePlan, dict]:
+    """Pass 1 and the plan only: nothing merged, nothing written."""
+    session = open_session(cfg)
+    analysis = pass1(session, _stage(progress, "analyze"))
+    plan = make_plan(session, analysis)
+    return session, plan, analysis
+
+
+def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None) -> MergeResult:
+    session = open_session(cfg)
+    analysis = pass1(session, _stage(progress, "analyze"))
+    plan = make_plan(session, analysis)
+    groups = list(pass2(session, plan, _stage(progress, "merge")))
+    hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
+    report = build_report(session, analysis, plan, groups, hashes=hashes, output=None)
+    result = MergeResult(session, plan, groups, report)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+def recipe_metadata(cfg: MergeConfig, report: dict) -> dict[str, str]:
+    """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed, version."""
+    recipe = {"version": __version__, "config": cfg.model_dump(mode="json"),
+              "sha256": {lora["path"]: lora["sha256"] for lora in report["loras"]}}
+    summary = {"architecture": report["architecture"], "preset": report["preset"],
+               "auto_strength": report["auto_strength"], "strategy_counts": report["strategy_counts"]}
+    return {"loramerge.recipe": json.dumps(recipe, sort_keys=True), "loramerge.summary": json.dumps(summary, sort_keys=True)}
+
+
+def _stage(progress: Progress | None, stage: str):
+    return None if progress is None else (lambda key: progress(stage, key))
