@@ -23,7 +23,7 @@ from .session import Session, group_generator
 from .types import Dense, LowRank, Patch
 
 LINEAR = {"weighted_sum", "weighted_average", "normalize"}
-Progress = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # (group key, index, total)
 
 
 @dataclass
@@ -39,10 +39,11 @@ def branch_name(session: Session, key: str) -> str:
 
 def pass1(session: Session, progress: Progress | None = None) -> Analysis:
     out = Analysis()
-    for key in session.keys:
+    keys = session.keys
+    for n, key in enumerate(keys):
         loras = session.groups[key]
         if progress:
-            progress(key)
+            progress(key, n, len(keys))
         if not loras:
             continue
         patches = [session.load(i, key) for i in loras]
@@ -70,9 +71,10 @@ class GroupResult:
 
 
 def pass2(session: Session, plan: MergePlan, progress: Progress | None = None) -> Iterator[GroupResult]:
-    for key in session.keys:
+    keys = session.keys
+    for n, key in enumerate(keys):
         if progress:
-            progress(key)
+            progress(key, n, len(keys))
         yield merge_group(session, plan, key)
 
 

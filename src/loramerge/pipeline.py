@@ -15,7 +15,7 @@ from .plan import MergePlan, make_plan
 from .report import build_report
 from .session import Session, file_sha256, open_session
 
-Progress = Callable[[str, str], None]  # (stage, group key)
+Progress = Callable[[str, str, int, int], None]  # (stage, group key, index, total)
 
 
 @dataclass
@@ -68,4 +68,4 @@ def recipe_metadata(cfg: MergeConfig, report: dict) -> dict[str, str]:
 
 
 def _stage(progress: Progress | None, stage: str):
-    return None if progress is None else (lambda key: progress(stage, key))
+    return None if progress is None else (lambda key, n, total: progress(stage, key, n, total))

@@ -108,3 +108,14 @@ def _warnings(session, analysis, labels, loras) -> list[str]:
         if lora["retention"] is not None and lora["retention"] < 0.3:
             warnings.append(f"{lora['name']} is mostly washed out of the merge (retention {lora['retention']:.2f})")
     return warnings
+
+
+def analysis_report(session, analysis, plan) -> dict:
+    """The report of `analyze`: statistics and decisions, no merge results (retention/rank are null)."""
+    from types import SimpleNamespace
+
+    placeholders = [SimpleNamespace(key=k, retention={}, norm2_inputs={}, norm2_merged=0.0, rank=None, rel_error=None,
+                                    exact=None) for k in session.keys]
+    report = build_report(session, analysis, plan, placeholders, hashes={}, output=None)
+    report["suggested_max_strength"] = None
+    return report

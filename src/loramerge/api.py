@@ -1,0 +1,67 @@
+"""The Python API: `merge`, `analyze`, `load_recipe`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from .config import LoraInput, MergeConfig
+from .errors import InputFileError
+from .formats.files import read_header
+from .pipeline import MergeResult, Progress, run
+from .pipeline import analyze as _analyze
+
+InputLike = str | Path | LoraInput | dict | tuple
+
+
+def as_input(x: InputLike) -> LoraInput:
+    """A LoraInput from a path, ``"path:0.8,0.5"``, a (path, strength[, te]) tuple or a dict."""
+    if isinstance(x, LoraInput):
+        return x
+    if isinstance(x, dict):
+        return LoraInput(**x)
+    if isinstance(x, tuple):
+        path, *s = x
+        return LoraInput(path=str(path), strength_model=s[0] if s else 1.0, strength_text_encoder=s[1] if len(s) > 1 else None)
+    return LoraInput.parse(str(x))
+
+
+def merge(inputs: Sequence[InputLike], *, output: str | Path | None = None, progress: Progress | None = None,
+          **options) -> MergeResult:
+    """Merge LoRAs. Options are the fields of `MergeConfig` (mode, optimization, rank, seed, ...).
+
+    >>> result = merge(["style.safetensors:0.8", "character.safetensors"], seed=1)  # doctest: +SKIP
+    >>> result.save("merged.safetensors", format="kohya")  # doctest: +SKIP
+    """
+    cfg = MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
+    return run(cfg, progress, output)
+
+
+def analyze(inputs: Sequence[InputLike], **options):
+    """Pass 1 and the plan; returns (session, plan, analysis). Writes nothing."""
+    cfg = MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
+    return _analyze(cfg)
+
+
+def load_recipe(path: str | Path) -> MergeConfig:
+    """A `MergeConfig` from a YAML/JSON recipe, or from the header of a file made by loramerge."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        _, meta = read_header(path)
+        if "loramerge.recipe" not in meta:
+            raise InputFileError(path, "has no loramerge recipe in its metadata", hint="was it written by loramerge merge?")
+        data = json.loads(meta["loramerge.recipe"])["config"]
+    else:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputFileError(path, f"cannot read recipe: {exc}") from exc
+        if isinstance(data, dict) and "config" in data:
+            data = data["config"]
+    if not isinstance(data, dict) or "inputs" not in data:
+        raise InputFileError(path, "a recipe needs an 'inputs' list", hint="see docs/RECIPES.md")
+    data["inputs"] = [as_input(x) for x in data["inputs"]]
+    return MergeConfig(**data)

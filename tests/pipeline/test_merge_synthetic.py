@@ -1,0 +1,141 @@
+"""End-to-end merges on small synthetic kohya files (architecture 'unknown'): exactness of the
+linear low-rank path, strengths, preserve, filters, determinism, recipes and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import loramerge
+from loramerge.api import load_recipe, merge
+from loramerge.formats.reader import AdapterFile
+
+SHAPES = {"blocks_0_q": (16, 12), "blocks_0_k": (16, 12), "blocks_1_ff": (8, 16)}
+
+
+def _write(path, mods, r, alpha, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = {}
+    for m in mods:
+        o, i = SHAPES[m]
+        t[f"lora_unet_{m}.lora_down.weight"] = torch.randn(r, i, generator=g)
+        t[f"lora_unet_{m}.lora_up.weight"] = torch.randn(o, r, generator=g)
+        t[f"lora_unet_{m}.alpha"] = torch.tensor(alpha)
+    save_file(t, path)
+    return path
+
+
+def _deltas(path):
+    f = AdapterFile(path)
+    return {e.stem: f.patches(e)["weight"].dense() for e in f.entries.values()}
+
+
+@pytest.fixture
+def loras(tmp_path):
+    a = _write(tmp_path / "a.safetensors", ["blocks_0_q", "blocks_0_k", "blocks_1_ff"], 4, 3.0, 1)
+    b = _write(tmp_path / "b.safetensors", ["blocks_0_q", "blocks_1_ff"], 2, 1.0, 2)
+    return a, b
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "comfy", "diffusers"])
+def test_weighted_sum_is_exact_low_rank(loras, tmp_path, fmt):
+    a, b = loras
+    out = tmp_path / f"out_{fmt}.safetensors"
+    res = merge([f"{a}:0.8", f"{b}:1.5"], output=out, arch="unknown", mode="weighted_sum", auto_strength=False, format=fmt)
+    da, db = _deltas(a), _deltas(b)
+    got = _deltas(out)
+    name = {"kohya": "lora_unet_blocks_0_q", "comfy": "diffusion_model.blocks_0_q", "diffusers": "transformer.blocks_0_q"}[fmt]
+    expected = 0.8 * da["lora_unet_blocks_0_q"] + 1.5 * db["lora_unet_blocks_0_q"]
+    torch.testing.assert_close(got[name], expected, rtol=1e-5, atol=1e-6)
+    assert all(g.exact and g.rank in (4, 6) for g in res.groups)
+    assert {g["key"]: g["rank"] for g in res.report["groups"]}["diffusion_model.blocks_0_q"] == 6
+
+
+def test_weighted_average_and_auto_strength_scale(loras, tmp_path):
+    a, b = loras
+    res = merge([a, b], arch="unknown", mode="weighted_average")
+    s = res.plan.scale(False)
+    assert 0 < s <= 1
+    da, db = _deltas(a), _deltas(b)
+    key = "diffusion_model.blocks_0_q"
+    g = next(g for g in res.groups if g.key == key)
+    expected = (s * da["lora_unet_blocks_0_q"] + s * db["lora_unet_blocks_0_q"]) / (2 * s)
+    torch.testing.assert_close(g.patch.dense(), expected, rtol=1e-5, atol=1e-6)
+    # single-LoRA group: applied at its strength times the branch scale
+    k = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_k")
+    torch.testing.assert_close(k.patch.dense(), s * da["lora_unet_blocks_0_k"], rtol=1e-5, atol=1e-6)
+
+
+def test_retention_of_weighted_sum_of_orthogonal_is_strength_one(tmp_path):
+    t1 = {"lora_unet_x.lora_down.weight": torch.eye(4)[:2], "lora_unet_x.lora_up.weight": torch.eye(4)[:, :2].contiguous()}
+    t2 = {"lora_unet_x.lora_down.weight": torch.eye(4)[2:], "lora_unet_x.lora_up.weight": torch.eye(4)[:, 2:].contiguous()}
+    save_file(t1, tmp_path / "p.safetensors")
+    save_file(t2, tmp_path / "q.safetensors")
+    res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum",
+                auto_strength=False)
+    assert res.report["groups"][0]["retention"] == {"p": 1.0, "q": 1.0}
+    avg = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_average",
+                auto_strength=False)
+    assert avg.report["groups"][0]["retention"] == {"p": 0.5, "q": 0.5}
+
+
+def test_preserve_is_added_on_top_at_its_strength(loras):
+    a, b = loras
+    res = merge([a, {"path": str(b), "strength_model": 0.5, "preserve": True}], arch="unknown", mode="weighted_average")
+    da, db = _deltas(a), _deltas(b)
+    g = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_q")
+    s = res.plan.scale(False)
+    assert s == 1.0  # only one LoRA takes part in the merge
+    torch.testing.assert_close(g.patch.dense(), da["lora_unet_blocks_0_q"] + 0.5 * db["lora_unet_blocks_0_q"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_include_exclude_filters(loras):
+    a, b = loras
+    res = merge([{"path": str(a), "exclude": ["blocks_1"]}, b], arch="unknown")
+    keys = {g.key: g for g in res.groups}
+    assert set(keys) == {"diffusion_model.blocks_0_q", "diffusion_model.blocks_0_k", "diffusion_model.blocks_1_ff"}
+    assert list(keys["diffusion_model.blocks_1_ff"].retention) == [1]  # only b
+
+
+def test_same_seed_same_bytes_and_recipe_rerun(loras, tmp_path, monkeypatch):
+    a, b = loras
+    opts = dict(arch="unknown", mode="ties", seed=3, sparsify="dare", density=0.5)
+    merge([a, b], output=tmp_path / "1.safetensors", **opts)
+    merge([a, b], output=tmp_path / "2.safetensors", **opts)
+    assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
+    merge([a, b], output=tmp_path / "3.safetensors", **{**opts, "seed": 4})
+    assert (tmp_path / "3.safetensors").read_bytes() != (tmp_path / "1.safetensors").read_bytes()
+    cfg = load_recipe(tmp_path / "1.safetensors")
+    assert cfg.seed == 3 and cfg.sparsify.value == "dare" and [i.path for i in cfg.inputs] == [str(a), str(b)]
+    with safe_open(str(tmp_path / "1.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    recipe = json.loads(meta["loramerge.recipe"])
+    assert recipe["version"] == loramerge.__version__ and len(recipe["sha256"][str(a)]) == 64
+
+
+def test_cli_merge_dry_run_and_report_json(loras, tmp_path):
+    a, b = loras
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "loramerge.cli", "merge", f"{a}:0.8", str(b), "--arch", "unknown", "--dry-run",
+           "--report-json", str(report), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())
+    assert data["schema_version"] == 1 and data["architecture"] == "unknown" and data["preset"] == "sd_unet"
+    assert set(data["auto_strength"]) == {"model", "text_encoder"}
+    for g in data["groups"]:
+        assert {"key", "strategy", "n_loras", "cosine", "excess_conflict", "subspace_overlap", "retention"} <= set(g)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_error_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "loramerge.cli", "inspect", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "bad.safetensors: file is empty" in proc.stderr and "Traceback" not in proc.stderr
