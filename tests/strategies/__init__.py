@@ -1,0 +1,1 @@
+"""Tests of loramerge.strategies and loramerge.refine."""
