@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import struct
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,10 +88,36 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _canonical_header(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite the header with sorted keys: safetensors orders metadata from a hash map, so the same
+    content could otherwise give different bytes from run to run. Tensor data is copied unchanged."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-(8 + len(text)) % 8)
+        if len(text) == n:
+            fh.close()
+            with open(path, "r+b") as out:
+                out.seek(8)
+                out.write(text)
+            return
+        tmp = path.with_suffix(path.suffix + ".hdr")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(struct.pack("<Q", len(text)) + text)
+                shutil.copyfileobj(fh, out, 1 << 20)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)
 
 
 def _refuse_duplicates(items: list[OutputItem]) -> list[OutputItem]:
