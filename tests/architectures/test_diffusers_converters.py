@@ -103,3 +103,25 @@ def test_zimage_native_names_and_fused_rows():
         sd[f"{module}.lora.up.weight"] = up
     converted = lcu._convert_non_diffusers_z_image_lora_to_diffusers(sd)
     _check("zimage", converted, sources)
+
+
+SINGLE_FILE = {  # table -> diffusers' converter for the original (single-file) checkpoint
+    "wan": "convert_wan_transformer_to_diffusers",
+    "zimage": "convert_z_image_transformer_checkpoint_to_diffusers",
+    "ltx": "convert_ltx_transformer_checkpoint_to_diffusers",
+    "hunyuan_video": "convert_hunyuan_video_transformer_to_diffusers",
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE))
+def test_native_names_against_single_file_checkpoint_converter(name):
+    """Every native module, norms and embedders included, as a checkpoint weight: diffusers renames
+    each to the table's diffusers spelling (and splits fused ones on the table's rows)."""
+    sfu = pytest.importorskip("diffusers.loaders.single_file_utils")
+    table = get_table(name)
+    sources = {m: _up(FLUX_HIDDEN * sum(s for _, s in f.components) if f else 2, 1)
+               for m, f in table.modules.items() if m.startswith("diffusion_model.")}
+    checkpoint = {f"{m.split('.', 1)[1]}.weight": up for m, up in sources.items()}
+    converted = getattr(sfu, SINGLE_FILE[name])(checkpoint)
+    converted = {k.removesuffix(".weight") + ".lora_B.weight": v for k, v in converted.items()}
+    _check(name, converted, sources, _SWAPPED if name == "hunyuan_video" else None)
