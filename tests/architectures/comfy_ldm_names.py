@@ -19,13 +19,13 @@ comfy.options.enable_args_parsing()
 import comfy.cli_args  # noqa: E402,F401
 import comfy.ops  # noqa: E402
 import comfy.utils  # noqa: E402
-import torch  # noqa: E402
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: E402
 
 COMMON = dict(image_size=32, in_channels=4, out_channels=4, model_channels=32, use_spatial_transformer=True,
               legacy=False, context_dim=16, num_heads=2, use_temporal_attention=False, use_temporal_resblock=False)
 CONFIGS = {
-    "sd15": dict(COMMON, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+    "sd15": dict(COMMON, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
                  transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                  use_linear_in_transformer=False, adm_in_channels=None),
     "sdxl": dict(COMMON, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10],

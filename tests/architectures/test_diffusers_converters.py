@@ -15,8 +15,14 @@ lcu = pytest.importorskip("diffusers.loaders.lora_conversion_utils")
 
 from loramerge.architectures import Branch, Stem, get_table, placer  # noqa: E402
 
-FLUX_HIDDEN = 3072  # the kohya FLUX converter hard-codes FLUX.1's sizes
+FLUX_HIDDEN = 3072  # the converters hard-code FLUX.1's/HunyuanVideo's size to split single-block linear1
 _SWAPPED = {"norm_out.linear": "final_layer.adaLN_modulation.1"}  # shift/scale halves swapped
+
+
+def _rows(fused) -> int:
+    if fused is None:
+        return 2
+    return FLUX_HIDDEN * 7 if fused.names == ("q", "k", "v", "mlp") else 3 * len(fused.names)
 
 
 def _up(rows: int, rank: int = 2) -> torch.Tensor:
@@ -31,7 +37,7 @@ def _native_linears(table_name: str, skip: tuple[str, ...], rank: int = 2) -> di
         native = module.split(".", 1)[1]
         if not module.startswith("diffusion_model.") or "norm" in native.split(".")[-1] or native.startswith(skip):
             continue
-        out[module] = _up(FLUX_HIDDEN * sum(s for _, s in fused.components) if fused else 2, rank)
+        out[module] = _up(_rows(fused), rank)
     return out
 
 
@@ -96,7 +102,6 @@ def test_wan_native_names():
 def test_zimage_native_names_and_fused_rows():
     # Only the transformer blocks: the converter renames nothing at the top level.
     sources = _native_linears("zimage", skip=("x_embedder", "final_layer", "cap_embedder", "t_embedder"))
-    sources = {m: _up(3 * 4) if get_table("zimage").modules[m] else up for m, up in sources.items()}
     sd = {}
     for module, up in sources.items():
         sd[f"{module}.lora.down.weight"] = torch.ones(2, 4)
@@ -119,7 +124,7 @@ def test_native_names_against_single_file_checkpoint_converter(name):
     each to the table's diffusers spelling (and splits fused ones on the table's rows)."""
     sfu = pytest.importorskip("diffusers.loaders.single_file_utils")
     table = get_table(name)
-    sources = {m: _up(FLUX_HIDDEN * sum(s for _, s in f.components) if f else 2, 1)
+    sources = {m: _up(_rows(f), 1)
                for m, f in table.modules.items() if m.startswith("diffusion_model.")}
     checkpoint = {f"{m.split('.', 1)[1]}.weight": up for m, up in sources.items()}
     converted = getattr(sfu, SINGLE_FILE[name])(checkpoint)

@@ -32,7 +32,9 @@ def test_every_model_layer_places(case_id):
     names, _ = _model_names(case_id)
     assert len(names) > 10
     dotted = sorted(n for n in names if key_placer.place(Stem(case.branch, n, dotted=True)) is None)
-    underscored = sorted(n for n in names if key_placer.place(Stem(case.branch, n.replace(".", "_"), dotted=False)) is None)
+    underscored = sorted(
+        n for n in names if key_placer.place(Stem(case.branch, n.replace(".", "_"), dotted=False)) is None
+    )
     assert dotted == sorted(case.not_aliased)
     assert underscored == sorted(case.not_aliased)
 

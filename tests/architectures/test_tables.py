@@ -206,3 +206,12 @@ def test_build_table_rejects_malformed_rows():
         build_table("t", family="t", preset="dit", branches={D: [Row("a", {"q": "to_q"})]})
     table = build_table("t", family="t", preset="dit", branches={D: [Row("a_b", "x"), Row("a.b", "y")]})
     assert KeyPlacer(table).ambiguous == [(D, "a_b")]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_marker_names_modules_of_its_table(name):
+    from loramerge.architectures.detect import has_marker
+
+    table = TABLES[name]
+    stems = [Stem(a.branch, a.path, dotted=True) for a in table.all_aliases()]
+    assert [m for m in table.markers if not any(has_marker(s, m) for s in stems)] == []

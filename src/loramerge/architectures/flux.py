@@ -33,10 +33,9 @@ def _stream(native: str, diffusers_attn: tuple[str, str, str], out: str, mlp: st
     )
 
 
-_DOUBLE_BLOCK = _stream("img", ("to_q", "to_k", "to_v"), "to_out.0", "ff", "norm1.linear", "norm_q", "norm_k") + _stream(
-    "txt", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", "ff_context", "norm1_context.linear",
-    "norm_added_q", "norm_added_k",
-)
+_IMG = _stream("img", ("to_q", "to_k", "to_v"), "to_out.0", "ff", "norm1.linear", "norm_q", "norm_k")
+_TXT = _stream("txt", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", "ff_context", "norm1_context.linear",
+               "norm_added_q", "norm_added_k")
 
 # XLabs (x-flux) trainer spellings of the double-block attention modules.
 _XLABS = {
@@ -45,7 +44,7 @@ _XLABS = {
     "img_attn.proj": "processor.proj_lora1",
     "txt_attn.proj": "processor.proj_lora2",
 }
-DOUBLE_BLOCK = tuple(r.with_other(_XLABS[r.native]) if r.native in _XLABS else r for r in _DOUBLE_BLOCK)
+DOUBLE_BLOCK = tuple(r.with_other(_XLABS[r.native]) if r.native in _XLABS else r for r in _IMG + _TXT)
 
 SINGLE_BLOCK = (
     Row("linear1", {"q": "attn.to_q", "k": "attn.to_k", "v": "attn.to_v", "mlp": "proj_mlp"}, fused=QKV_MLP4),

@@ -23,7 +23,8 @@ SINGLE_BLOCKS = 40
 REFINER_BLOCKS = 2
 
 
-def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str], mlp: str, mod: str) -> tuple[Row, ...]:
+def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str], mlp: str,
+            mod: str) -> tuple[Row, ...]:
     q, k, v = qkv
     return (
         Row(f"{s}_mod.linear", mod, (f"{s}_mod.lin",)),
@@ -36,7 +37,9 @@ def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str],
     )
 
 
-DOUBLE_BLOCK = _stream("img", ("to_q", "to_k", "to_v"), "to_out.0", ("norm_q", "norm_k"), "ff", "norm1.linear") + _stream(
+DOUBLE_BLOCK = _stream(
+    "img", ("to_q", "to_k", "to_v"), "to_out.0", ("norm_q", "norm_k"), "ff", "norm1.linear"
+) + _stream(
     "txt", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", ("norm_added_q", "norm_added_k"), "ff_context",
     "norm1_context.linear",
 )
