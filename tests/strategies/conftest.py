@@ -18,3 +18,12 @@ def lowrank(out: int, inp: int, rank: int, seed: int) -> torch.Tensor:
 @pytest.fixture
 def generator() -> torch.Generator:
     return gen(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tensors here are tiny: thread start-up costs more than it saves on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,13 @@ def test_magnitude_trim_keeps_top_fraction():
     assert torch.equal(magnitude_trim(t, 0.0), torch.zeros(4))
 
 
+def test_magnitude_trim_keeps_exactly_k_when_tied():
+    t = torch.tensor([1.0, -1.0, 1.0, 1.0, 0.5])
+    assert torch.equal(magnitude_trim(t, 0.4), torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0]))
+    big = torch.randint(-3, 4, (50, 40), generator=gen(0)).float()
+    assert int((magnitude_trim(big, 0.37) != 0).sum()) == int(0.37 * 2000)
+
+
 def test_dare_keeps_density_and_rescales():
     t = torch.ones(200_000)
     out = dare(t, 0.3, 0.0, gen(1))

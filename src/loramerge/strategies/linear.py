@@ -58,7 +58,8 @@ def weighted_average(deltas, weights, params: NoParams, *, generator) -> torch.T
 def normalize(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
     """Energy-normalised sum: ``M = Σ w_i ΔW_i / sqrt(Σ w_i²)`` (METHOD §4).
 
-    For orthogonal deltas of equal norm this keeps the norm of one delta.
+    For orthogonal deltas of equal norm this keeps the norm of one delta: the orthogonal case of
+    the paper's interference-aware energy normalization (seed 000, §3.5), applied per group.
     """
     root = sum(w * w for w in weights) ** 0.5
     if root == 0.0:

@@ -41,7 +41,7 @@ def elect_agreement(voters: torch.Tensor, vote_weights: torch.Tensor, method: Si
     if method is SignMethod.TOTAL:
         score = voters.sum(dim=0)
     else:
-        w = vote_weights.to(voters.dtype).reshape((-1,) + (1,) * (voters.dim() - 1))
+        w = vote_weights.to(device=voters.device, dtype=voters.dtype).reshape((-1,) + (1,) * (voters.dim() - 1))
         score = (sign * w).sum(dim=0)
     elected = torch.where(score >= 0, 1, -1)
     return sign == elected
@@ -56,7 +56,7 @@ def _elect_rows(voters: torch.Tensor, vote_weights: torch.Tensor, method: SignMe
     else:
         norms = torch.linalg.vector_norm(v, dim=2, keepdim=True)
         units = torch.where(norms > 0, v / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(v))
-        direction = (units * vote_weights.to(v.dtype).reshape(n, 1, 1)).sum(dim=0)
+        direction = (units * vote_weights.to(device=v.device, dtype=v.dtype).reshape(n, 1, 1)).sum(dim=0)
     agree_rows = (v * direction.unsqueeze(0)).sum(dim=2) > 0  # [n, rows]
     return agree_rows.unsqueeze(2).expand_as(v).reshape(voters.shape)
 
@@ -64,5 +64,5 @@ def _elect_rows(voters: torch.Tensor, vote_weights: torch.Tensor, method: SignMe
 def disjoint_mean(contributions: torch.Tensor, agreement: torch.Tensor) -> torch.Tensor:
     """Mean of the agreeing contributions: ``Σ_i [agree_i] c_i / max(#agree, 1)`` (TIES step 3)."""
     total = (contributions * agreement).sum(dim=0)
-    count = agreement.sum(dim=0)
+    count = agreement.sum(dim=0).to(total.dtype)
     return total / torch.clamp(count, min=1.0)

@@ -44,7 +44,8 @@ def slerp_coefficients(gram: torch.Tensor, alpha: torch.Tensor, linear_below: fl
     return torch.tensor([math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s], dtype=torch.float64)
 
 
-def karcher_coefficients(gram: torch.Tensor, alpha: torch.Tensor, max_iter: int = 100, tol: float = 1e-12) -> torch.Tensor:
+def karcher_coefficients(gram: torch.Tensor, alpha: torch.Tensor, max_iter: int = 100,
+                         tol: float = 1e-12) -> torch.Tensor:
     """Coefficients β of the weighted Karcher (Fréchet) mean ``p = Σ β_i u_i`` of unit vectors.
 
     Riemannian gradient descent with unit step: ``p ← exp_p(Σ α_i log_p(u_i))``, started from the

@@ -28,7 +28,7 @@ A 4-D conv delta uses ``in·kh·kw`` columns; a 1-D delta is a single column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
@@ -112,10 +112,9 @@ def _loss(ms, cs, probes, targets, energies, covered, align, params: ZipLoraPara
     return loss
 
 
-def ziplora(deltas, weights, params: ZipLoraParams, *, generator) -> torch.Tensor:
-    """ZipLoRA merge of exactly two deltas: ``M = m_1 ⊙ w_1ΔW_1 + m_2 ⊙ w_2ΔW_2`` with per-column
-    coefficients learned as described in the module docstring (deterministic for one generator)."""
-    shape = deltas[0].shape
+def ziplora_coefficients(deltas, weights, params: ZipLoraParams, *,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learned per-column merger coefficients ``(m_1, m_2)`` (one entry per column)."""
     with torch.inference_mode(False), torch.enable_grad():
         cs = [(_columns(d) * w).detach().clone() for d, w in zip(deltas, weights)]
         probes, covered = _probes(cs, params, generator)
@@ -130,5 +129,28 @@ def ziplora(deltas, weights, params: ZipLoraParams, *, generator) -> torch.Tenso
             opt.zero_grad(set_to_none=True)
             _loss(ms, cs, probes, targets, energies, covered, align, params).backward()
             opt.step()
-        merged = (cs[0] * ms[0] + cs[1] * ms[1]).detach()
-    return merged.reshape(shape)
+    return ms[0].detach(), ms[1].detach()
+
+
+def _canonical_order(deltas, weights) -> list[int]:
+    """A content-based order of the two LoRAs, so that swapping the inputs changes nothing at all
+    (the optimiser's floating-point path would otherwise depend on the input order)."""
+    def key(i):
+        c = deltas[i].reshape(-1).double() * weights[i]
+        ramp = torch.linspace(1.0, 2.0, c.numel(), dtype=torch.float64, device=c.device)
+        return float((c * c).sum()), float((c * ramp).sum())
+    return sorted(range(len(deltas)), key=key)
+
+
+def ziplora(deltas, weights, params: ZipLoraParams, *, generator) -> torch.Tensor:
+    """ZipLoRA: ``M = m_1 ⊙ w_1ΔW_1 + m_2 ⊙ w_2ΔW_2`` for exactly two deltas, with per-column merger
+    coefficients learned to keep each LoRA's own output while penalising aligned columns (see the
+    module docstring). Shah et al., ZipLoRA (ECCV 2024); deterministic for one generator.
+    The LoRAs are processed in a content-based order (calibration activations follow their LoRA)."""
+    order = _canonical_order(deltas, weights)
+    deltas, weights = [deltas[i] for i in order], [weights[i] for i in order]
+    if params.calibration is not None:
+        params = replace(params, calibration=tuple(params.calibration[i] for i in order))
+    m1, m2 = ziplora_coefficients(deltas, weights, params, generator=generator)
+    c1, c2 = (_columns(d) * w for d, w in zip(deltas, weights))
+    return (c1 * m1 + c2 * m2).reshape(deltas[0].shape)
