@@ -17,7 +17,7 @@ def factors(out=40, inp=30, ranks=(4, 4, 4), seed=0):
     return ups, downs, [u @ d for u, d in zip(ups, downs)]
 
 
-@pytest.mark.parametrize("make", [qr_basis, knots_basis])
+@pytest.mark.parametrize("make", [qr_basis, knots_basis, lambda u, d: qr_basis(u, d, symmetric=False)])
 def test_bases_reproduce_every_delta(make):
     ups, downs, deltas = factors()
     basis = make(ups, downs)
@@ -51,6 +51,26 @@ def test_basis_ties_is_low_rank(sparsifier):
     weight_space = st.get("ties")(deltas, [1, 1, 1], p, generator=gen())
     assert torch.linalg.matrix_rank(weight_space) > 12  # the reason basis space exists
     assert torch.isfinite(low.dense()).all()
+
+
+@pytest.mark.parametrize("make", [qr_basis, knots_basis])
+@pytest.mark.parametrize("p", [TiesParams(density=0.5), TiesParams(density=0.5, sign_method="frequency")])
+def test_basis_ties_does_not_depend_on_the_order_of_the_loras(make, p):
+    ups, downs, _ = factors(ranks=(3, 4, 5))
+    w = [1.0, 0.5, 0.8]
+    out = merge_in_basis("ties", make(ups, downs), w, p, generator=gen()).dense()
+    for perm in ([2, 0, 1], [1, 2, 0]):
+        b = make([ups[i] for i in perm], [downs[i] for i in perm])
+        permuted = merge_in_basis("ties", b, [w[i] for i in perm], p, generator=gen()).dense()
+        torch.testing.assert_close(permuted, out, atol=1e-4, rtol=1e-3)
+
+
+def test_plain_qr_basis_is_order_dependent_for_ties():
+    ups, downs, _ = factors(ranks=(3, 4, 5))
+    p = TiesParams(density=0.5)
+    a = merge_in_basis("ties", qr_basis(ups, downs, symmetric=False), [1, 1, 1], p, generator=gen()).dense()
+    b = merge_in_basis("ties", qr_basis(ups[::-1], downs[::-1], symmetric=False), [1, 1, 1], p, generator=gen()).dense()
+    assert not torch.allclose(a, b, atol=1e-3)
 
 
 def test_factors_are_balanced():

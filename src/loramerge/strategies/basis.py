@@ -9,10 +9,10 @@ Two bases, both built from the LoRA factors ``up_i`` (``[out, r_i]``, scale fold
 ``down_i`` (``[r_i, in]``; conv factors are flattened to these shapes):
 
 * `qr_basis`: ``L = Q_u``, ``R = Q_dᵀ`` from QR of ``[up_1 | … | up_N]`` and ``[down_1ᵀ | … | down_Nᵀ]``;
-  cores ``C_i = R_u[:, i] R_d[:, i]ᵀ``. Linear strategies give exactly the weight-space result, and so
-  do SLERP and consensus' norms (the bases are orthonormal).
+  cores ``C_i = R_u[:, i] R_d[:, i]ᵀ``, by default rotated to an order-free basis of the same spans.
+  Linear strategies and SLERP give exactly the weight-space result (the bases are orthonormal).
 * `knots_basis`: KnOTS' shared SVD basis of ``[ΔW_1 | … | ΔW_N]`` computed exactly from the QR cores:
-  ``L = Q_u U Σ``, cores ``C_i = V_iᵀ`` (coordinates in ``Q_d``), ``R = Q_dᵀ``. Stoica et al.,
+  ``L = Q_u U Σ``, cores ``C_i = V_iᵀ`` (coordinates in the order-free ``Q_d``), ``R = Q_dᵀ``. Stoica et al.,
   "Model merging with SVD to tie the KnOTS" (ICLR 2025). The dense-delta variant is
   `loramerge.refine.knots.knots_basis_dense`.
 """
@@ -26,6 +26,7 @@ import torch
 
 from loramerge.strategies.compose import merge
 from loramerge.strategies.registry import Strategy
+from loramerge.strategies.sparsify import SparsifyParams
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +74,18 @@ def _flat_factors(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor]):
     return us, ds
 
 
-def qr_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor]) -> CoreBasis:
-    """Orthonormal shared basis from QR of the concatenated factors (exact: ``left @ C_i @ right = up_i @ down_i``)."""
+def qr_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor], *,
+             symmetric: bool = True) -> CoreBasis:
+    """Orthonormal shared basis from QR of the concatenated factors; exact:
+    ``left @ cores[i] @ right = up_i @ down_i``.
+
+    The plain QR basis depends on the order of the LoRAs (the cores are triangular blocks: LoRA 1
+    lives in the first r_1 coefficients, the last LoRA is spread over all), which makes trim and
+    sign votes on the coefficients order-dependent. With ``symmetric`` (default) both bases are
+    rotated, inside the same spans, to the joint singular vectors of ``[C_1 | … | C_N]`` and
+    ``[C_1ᵀ | … | C_Nᵀ]``, which do not depend on the order (up to signs, to which element-wise
+    strategies are equivariant).
+    """
     us, ds = _flat_factors(ups, downs)
     q_u, r_u = torch.linalg.qr(torch.cat(us, dim=1))
     q_d, r_d = torch.linalg.qr(torch.cat([d.T for d in ds], dim=1))
@@ -83,6 +94,11 @@ def qr_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor]) -> Core
         cols = slice(start, start + u.shape[1])
         cores.append(r_u[:, cols] @ r_d[:, cols].T)
         start += u.shape[1]
+    if symmetric:
+        rot_u = torch.linalg.svd(torch.cat(cores, dim=1), full_matrices=True)[0]
+        rot_d = torch.linalg.svd(torch.cat([c.T for c in cores], dim=1), full_matrices=True)[0]
+        cores = [rot_u.T @ c @ rot_d for c in cores]
+        q_u, q_d = q_u @ rot_u, q_d @ rot_d
     return CoreBasis(q_u, tuple(cores), q_d.T)
 
 
@@ -96,7 +112,7 @@ def numerical_rank(s: torch.Tensor, shape: Sequence[int]) -> int:
 def knots_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor], rank: int | None = None) -> CoreBasis:
     """KnOTS basis from the factors: SVD of the concatenated QR cores ``[C_1 | … | C_N] = U Σ Vᵀ``,
     truncated to ``rank`` (default: all non-zero singular values, which reproduces every delta)."""
-    qr = qr_basis(ups, downs)
+    qr = qr_basis(ups, downs, symmetric=True)
     joint = torch.cat(qr.cores, dim=1)
     u, s, vh = torch.linalg.svd(joint, full_matrices=False)
     k = numerical_rank(s, joint.shape)
@@ -124,7 +140,7 @@ def merge_in_basis(
     params: object | None = None,
     *,
     generator: torch.Generator,
-    sparsifier=None,
+    sparsifier: SparsifyParams | None = None,
 ) -> LowRank:
     """Merge the cores of ``basis`` with ``strategy`` (trim, sign election, disjoint mean … act on
     the basis coefficients) and return the result as low-rank factors of rank ≤ min(a, b)."""
