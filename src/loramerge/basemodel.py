@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 
 from .architectures.engine import KeyPlacer, Stem
-from .architectures.spec import ArchTable, Branch
+from .architectures.spec import ArchTable, Branch, Placement
+from .formats.align import branch_for
 from .formats.files import read_header
 
 _PREFIXES: tuple[tuple[str, Branch], ...] = (
@@ -27,6 +28,12 @@ _PREFIXES: tuple[tuple[str, Branch], ...] = (
     ("text_encoders.clip_l.transformer.", Branch.TE1),
     ("text_encoders.clip_g.transformer.", Branch.TE2),
     ("text_encoders.t5xxl.transformer.", Branch.TE3),
+    ("text_encoder_2.", Branch.TE2),
+    ("text_encoder_3.", Branch.TE3),
+    ("text_encoder.", Branch.TE1),
+    ("te1.", Branch.TE1),
+    ("te2.", Branch.TE2),
+    ("te3.", Branch.TE3),
     ("unet.", Branch.DENOISER),
     ("transformer.", Branch.DENOISER),
     ("", Branch.DENOISER),
@@ -35,9 +42,11 @@ _PREFIXES: tuple[tuple[str, Branch], ...] = (
 
 @dataclass
 class BaseModel:
+    """Canonical targets of a base model: ``module`` and, for fused weights, ``module#component``."""
+
     path: Path
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # canonical module -> weight shape
-    keys: dict[str, str] = field(default_factory=dict)                # canonical module -> tensor key
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)     # target -> weight shape
+    keys: dict[str, tuple[str, slice | None]] = field(default_factory=dict)  # target -> (tensor key, rows)
 
     @classmethod
     def open(cls, path: str | Path, table: ArchTable | None) -> BaseModel:
@@ -47,28 +56,41 @@ class BaseModel:
         for key, info in header.items():
             if not key.endswith(".weight"):
                 continue
-            module = _module_of(key[: -len(".weight")], table, placer)
-            if module is not None:
-                model.shapes[module] = tuple(int(s) for s in info["shape"])
-                model.keys[module] = key
+            placement = _placement_of(key[: -len(".weight")], table, placer)
+            if placement is not None:
+                model._add(key, placement, tuple(int(s) for s in info["shape"]), table)
         return model
 
-    def weight(self, module: str) -> torch.Tensor | None:
-        key = self.keys.get(module)
-        if key is None:
+    def _add(self, key: str, placement: Placement, shape: tuple[int, ...], table: ArchTable | None) -> None:
+        self.shapes[placement.key] = shape
+        self.keys[placement.key] = (key, None)
+        fused = table.modules.get(placement.module) if table else None
+        if fused is not None and placement.component is None and shape[0] % sum(s for _, s in fused.components) == 0:
+            for name, rows in fused.slices(shape[0]).items():
+                target = Placement(placement.module, name).key
+                self.shapes[target] = (rows.stop - rows.start, *shape[1:])
+                self.keys[target] = (key, rows)
+
+    def weight(self, target: str) -> torch.Tensor | None:
+        """The base weight of a target (``module`` or ``module#component``), read from disk."""
+        found = self.keys.get(target)
+        if found is None:
             return None
+        key, rows = found
         with safe_open(str(self.path), framework="pt") as fh:
-            return fh.get_tensor(key)
+            w = fh.get_tensor(key)
+        return w if rows is None else w[rows]
 
 
-def _module_of(path: str, table: ArchTable | None, placer: KeyPlacer | None) -> str | None:
+def _placement_of(path: str, table: ArchTable | None, placer: KeyPlacer | None) -> Placement | None:
     for prefix, branch in _PREFIXES:
         if not path.startswith(prefix):
             continue
         rest = path[len(prefix):]
         if placer is None:
-            return f"{branch.value}.{rest}"
+            return Placement(f"{branch.value}.{rest}")
+        branch = branch_for(table, prefix, branch) if prefix.startswith("text_encoder") else branch
         placement = placer.place(Stem(branch, rest, dotted=True))
-        if placement is not None and placement.component is None:
-            return placement.module
+        if placement is not None:
+            return placement
     return None

@@ -21,7 +21,7 @@ def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFo
     items = []
     for group, contributions in alignment.groups.items():
         c = contributions[0]
-        weight = base_model.weight(c.placement.module) if base_model and c.entry.has_dora else None
+        weight = base_model.weight(c.base_target) if base_model and c.entry.has_dora else None
         items.append(OutputItem(c.placement, c.param, load_group(alignment, table, group, weight)))
     meta = {"loramerge.source": Path(src).name}
     return write(dst, items, table, fmt, metadata=meta, lossy=lossy)

@@ -78,15 +78,15 @@ def check_against_base(alignment: Alignment, base: BaseModel) -> tuple[list[str]
         c = contributions[0]
         if c.param != "weight":
             continue
-        module = c.placement.module
-        if module not in base.shapes:
+        target = c.base_target
+        if target not in base.shapes:
             missing.append(group)
             continue
-        want = base.shapes[module]
+        want = base.shapes[target]
         got = _delta_shape(alignment.file, c.entry)
         if got is None:
             continue
-        rows_ok = got[0] == want[0] or (c.placement.component is not None and not c.sliced and got[0] < want[0])
+        rows_ok = got[0] == want[0]
         cols_ok = _numel(got[1:]) == _numel(want[1:])
         if not (rows_ok and cols_ok):
             mismatched.append(f"{group}: LoRA {list(got)} vs base {list(want)}")

@@ -39,9 +39,10 @@ class Session:
         return sorted(self.targets)
 
     def load(self, i: int, key: str) -> Patch:
-        placement, _ = self.targets[key]
-        entry_has_dora = any(c.entry.has_dora for c in self.alignments[i].groups[key])
-        weight = self.base.weight(placement.module) if (self.base and entry_has_dora) else None
+        contributions = self.alignments[i].groups[key]
+        weight = None
+        if self.base is not None and any(c.entry.has_dora for c in contributions):
+            weight = self.base.weight(contributions[0].base_target)
         return load_group(self.alignments[i], self.table, key, weight)
 
     def is_text_encoder(self, key: str) -> bool:

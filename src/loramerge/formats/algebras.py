@@ -125,7 +125,7 @@ def _lokr(t: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise AlgebraError("LoKr needs lokr_w2 or lokr_w2_a + lokr_w2_b")
     while w1.dim() < w2.dim():
         w1 = w1.unsqueeze(-1)
-    return torch.kron(w1, w2)
+    return torch.kron(w1.contiguous(), w2.contiguous())
 
 
 def apply_dora(delta: torch.Tensor, base: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,11 @@ class Contribution:
     def group(self) -> str:
         return group_key(self.placement, self.param)
 
+    @property
+    def base_target(self) -> str:
+        """The base weight this entry's ΔW is relative to (DoRA): the whole fused module when sliced."""
+        return self.placement.module if self.sliced else self.placement.key
+
 
 def group_key(placement: Placement, param: str = "weight") -> str:
     return placement.key if param == "weight" else f"{placement.key}:{param}"

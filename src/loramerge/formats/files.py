@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,6 +69,7 @@ class TensorSource:
     def __init__(self, path: Path, *, allow_pickle: bool = False):
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
+        self._fh = None
         if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(self.path)):
             self._pickled = _load_pickle(self.path)
             self.shapes = {k: tuple(v.shape) for k, v in self._pickled.items()}
@@ -85,24 +84,22 @@ class TensorSource:
         return list(self.shapes)
 
     def get(self, key: str) -> torch.Tensor:
-        if self._pickled is not None:
-            return self._pickled[key]
-        with self._open() as fh:
-            return fh.get_tensor(key)
+        return self.get_many([key])[key]
 
     def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
         if self._pickled is not None:
             return {k: self._pickled[k] for k in keys}
-        with self._open() as fh:
-            return {k: fh.get_tensor(k) for k in keys}
-
-    @contextmanager
-    def _open(self) -> Iterator:
         try:
-            with safe_open(str(self.path), framework="pt") as fh:
-                yield fh
+            fh = self._handle()
+            return {k: fh.get_tensor(k) for k in keys}
         except (OSError, RuntimeError, ValueError) as exc:
             raise InputFileError(self.path, f"cannot read tensors: {exc}", hint="the file may be corrupt") from exc
+
+    def _handle(self):
+        """One memory-mapped handle per file, opened on first use (reads are per tensor)."""
+        if self._fh is None:
+            self._fh = safe_open(str(self.path), framework="pt")
+        return self._fh
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
