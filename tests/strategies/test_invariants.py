@@ -80,6 +80,7 @@ def test_shape_dtype_device_purity_determinism(name, params, data):
     out = run(name, deltas, weights, p, seed=7)
     assert out.shape == deltas[0].shape and out.dtype == deltas[0].dtype and out.device == deltas[0].device
     assert all(torch.equal(a, b) for a, b in zip(deltas, before)), "inputs were modified"
+    assert all(out.data_ptr() != d.data_ptr() for d in deltas), "the result aliases an input"
     assert torch.isfinite(out).all()
     assert torch.equal(out, run(name, deltas, weights, p, seed=7)), "not deterministic for a fixed generator"
 

@@ -83,6 +83,7 @@ def test_params_validate():
     with pytest.raises(ValueError):
         st.SparsifyParams(method="dropout")
     assert st.TiesParams(sparsifier="dare").sparsifier is st.Sparsifier.DARE
+    assert st.TiesParams(sparsifier=None).sparsifier is st.Sparsifier.MAGNITUDE
 
 
 def test_every_strategy_documents_formula_and_source():

@@ -24,8 +24,9 @@ class TiesParams:
     weighted_vote: vote with the strength-weighted contributions ``w_i ΔW_i`` (default, METHOD §4);
         False votes with the raw trimmed deltas as PEFT and the reference do.
     columnwise: whole output rows vote as units (METHOD §7, refinement levels ``refine``/``full``).
-    sparsifier: the trim step: ``magnitude`` (TIES), ``dare`` (DARE-TIES), ``della`` (DELLA-TIES)
-        or a conflict-aware variant; ``dampening``, ``epsilon``, ``conflict_limit`` configure it.
+    sparsifier: the trim step: ``magnitude`` (TIES; ``None`` means the same), ``dare`` (DARE-TIES),
+        ``della`` (DELLA-TIES) or a conflict-aware variant; ``dampening``, ``epsilon`` and
+        ``conflict_limit`` configure it.
     """
 
     density: float = 0.7
@@ -39,7 +40,8 @@ class TiesParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sign_method", SignMethod(self.sign_method))
-        object.__setattr__(self, "sparsifier", Sparsifier(self.sparsifier))
+        trim = Sparsifier.MAGNITUDE if self.sparsifier is None else Sparsifier(self.sparsifier)
+        object.__setattr__(self, "sparsifier", trim)
         check_fraction("density", self.density)
 
     def trim(self) -> SparsifyParams:
