@@ -236,8 +236,14 @@ def analyze(
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         app()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]error:[/red] invalid options: {escape(problems)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except LoraMergeError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

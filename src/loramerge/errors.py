@@ -48,3 +48,7 @@ class BaseModelMismatchError(LoraMergeError):
 
 class OutputError(LoraMergeError):
     """The output cannot be written as asked (format cannot hold the content, bad path, ...)."""
+
+
+class UnknownNameError(LoraMergeError, ValueError):
+    """An unknown architecture, preset or similar name; the message lists the known ones."""

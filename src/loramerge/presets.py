@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .errors import UnknownNameError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -45,7 +47,7 @@ def preset_for(architecture: str, name: str | None = None) -> Preset:
     """The preset named `name`, else the one of `architecture` (video floors applied)."""
     if name is not None:
         if name not in PRESETS:
-            raise ValueError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+            raise UnknownNameError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
         return PRESETS[name]
     preset = PRESETS[ARCH_PRESET.get(architecture, "sd_unet")]
     if architecture in VIDEO_ORTHOGONAL_FLOOR:

@@ -6,6 +6,7 @@ import difflib
 from functools import cache
 
 from .acestep import acestep_table
+from ..errors import UnknownNameError
 from .engine import KeyPlacer
 from .flux import flux_table
 from .hunyuan_video import hunyuan_video_table
@@ -46,7 +47,7 @@ def get_table(name: str) -> ArchTable:
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     if name == UNKNOWN:
         hint = " 'unknown' has no table: files of unknown architecture are keyed by their own names."
-    raise ValueError(f"Unknown architecture {name!r}; known: {known}.{hint}")
+    raise UnknownNameError(f"Unknown architecture {name!r}; known: {known}.{hint}")
 
 
 @cache

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from loramerge.errors import LoraMergeError
 from loramerge.strategies._common import check_inputs
 
 MergeFn = Callable[..., torch.Tensor]
 
 
-class UnknownStrategyError(KeyError):
+class UnknownStrategyError(KeyError, LoraMergeError):
     """A strategy name that is not registered; the message lists the closest registered names."""
 
     def __init__(self, name: str, known: Sequence[str]):
