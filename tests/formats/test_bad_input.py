@@ -128,3 +128,16 @@ def test_alpha_tensor_wins_over_metadata(tmp_path):
               metadata={"lora_adapter_metadata": json.dumps({"unet.r": 2, "unet.lora_alpha": 8})})
     f = AdapterFile(p)
     assert f.alpha(f.entries["unet.a"]) == 1.0
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle(tmp_path):
+    import json as _json
+    # pad the metadata so that the header length's first byte is 0x80
+    for pad in range(0, 400):
+        p = tmp_path / "h.safetensors"
+        save_file({"lora_unet_a.lora_down.weight": torch.ones(2, 3), "lora_unet_a.lora_up.weight": torch.ones(4, 2)},
+                  p, metadata={"x": "y" * pad})
+        if p.read_bytes()[0] == 0x80:
+            break
+    assert p.read_bytes()[0] == 0x80
+    assert set(AdapterFile(p).entries) == {"lora_unet_a"}

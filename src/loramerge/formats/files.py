@@ -29,7 +29,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     size = path.stat().st_size
     if size == 0:
         raise InputFileError(path, "file is empty (0 bytes)", hint="the download or save was probably interrupted")
-    if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
+    if path.suffix.lower() in PICKLE_SUFFIXES or (_looks_pickled(path) and not _looks_safetensors(path, size)):
         raise PickleRefusedError(
             path,
             "is a pickle checkpoint; loramerge never unpickles files by default (pickles can run code)",
@@ -57,6 +57,12 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     return header, {str(k): str(v) for k, v in metadata.items()}
 
 
+def _looks_safetensors(path: Path, size: int) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and struct.unpack("<Q", head[:8])[0] <= size - 8 and head[8:9] == b"{"
+
+
 def _looks_pickled(path: Path) -> bool:
     with open(path, "rb") as fh:
         magic = fh.read(4)
@@ -70,7 +76,9 @@ class TensorSource:
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
         self._fh = None
-        if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(self.path)):
+        size = self.path.stat().st_size if self.path.is_file() else 0
+        pickled = _looks_pickled(self.path) and not _looks_safetensors(self.path, size) if size else False
+        if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or pickled):
             self._pickled = _load_pickle(self.path)
             self.shapes = {k: tuple(v.shape) for k, v in self._pickled.items()}
             self.dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in self._pickled.items()}

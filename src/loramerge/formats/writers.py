@@ -74,7 +74,14 @@ def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None
         raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
     meta = {"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
             "loramerge.architecture": table.name if table else "unknown", **extra_meta, **(metadata or {})}
-    out = {k: v.detach().to(dtype).contiguous() for k, v in sorted(tensors.items())}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in sorted(tensors.items()):
+        v = v.detach().to(dtype).contiguous()
+        if v.untyped_storage().data_ptr() in seen:  # fused components share one down: store each once
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
     atomic_save(out, Path(path), meta)
     report.tensors = len(out)
     return report
