@@ -96,6 +96,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     try:
         save_file(tensors, tmp, metadata=metadata)
         _canonical_header(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

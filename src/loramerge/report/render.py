@@ -35,11 +35,12 @@ def render_text(report: dict, console: Console, *, max_groups: int = 40) -> None
     multi = [g for g in report["groups"] if g["n_loras"] > 1]
     if multi:
         t = Table(title=f"groups with 2+ LoRAs ({len(multi)}; first {min(len(multi), max_groups)})", title_justify="left")
-        for col in ("key", "strategy", "cos", "excess", "overlap", "retention", "rank", "error"):
+        t.add_column("key", overflow="fold", ratio=3)
+        for col in ("strategy", "cos", "excess", "overlap", "retention", "rank", "error"):
             t.add_column(col)
         for g in multi[:max_groups]:
             ret = " ".join(f"{v:.2f}" for v in g["retention"].values() if v is not None)
-            t.add_row(g["key"], g["strategy"], _f(g["cosine"], "{:+.2f}"), _f(g["excess_conflict"]),
+            t.add_row(g["key"].removeprefix("diffusion_model."), g["strategy"], _f(g["cosine"], "{:+.2f}"), _f(g["excess_conflict"]),
                       _f(g["subspace_overlap"]), ret, str(g["rank"]), _f(g["compression_error"], "{:.1e}"))
         console.print(t)
     for w in report["warnings"]:
