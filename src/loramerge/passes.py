@@ -104,8 +104,11 @@ def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, 
            generator: torch.Generator) -> tuple[Patch, bool]:
     strategy = d.strategy if d else "weighted_sum"
     plain = cfg.sparsify is SparsifyMode.NONE and cfg.refine is RefineMode.NONE
-    if strategy in LINEAR and plain and all(isinstance(p, LowRank) for p in patches):
-        return _linear_lowrank(patches, weights, strategy), True
+    lowrank = all(isinstance(p, LowRank) for p in patches)
+    if strategy in LINEAR and plain and lowrank:
+        return _combine_lowrank(patches, linear_coefficients(weights, strategy)), True
+    if strategy == "slerp" and plain and lowrank:
+        return _combine_lowrank(patches, _slerp_coefficients(patches, weights)), True
     return Dense(_dense_merge(patches, weights, strategy, d, cfg, preset, generator)), False
 
 
@@ -119,9 +122,18 @@ def linear_coefficients(weights: list[float], strategy: str) -> list[float]:
     return [w / norm if norm else 0.0 for w in weights]
 
 
-def _linear_lowrank(patches: list[LowRank], weights: list[float], strategy: str) -> LowRank:
-    """Exact low-rank patch: up = [c_1·s_1·up_1 | …], down = [down_1; …], rank Σr_i."""
-    coefficients = linear_coefficients(weights, strategy)
+def _slerp_coefficients(patches: list[LowRank], weights: list[float]) -> list[float]:
+    """SLERP/Karcher is a linear combination of its inputs: its coefficients from the exact Gram."""
+    from .strategies import SlerpParams
+    from .strategies.spherical import slerp_combination
+
+    n = len(patches)
+    gram = torch.tensor([[inner(patches[i], patches[j]) for j in range(n)] for i in range(n)], dtype=torch.float64)
+    return slerp_combination(gram, weights, SlerpParams()).tolist()
+
+
+def _combine_lowrank(patches: list[LowRank], coefficients: list[float]) -> LowRank:
+    """Exact low-rank patch Σ c_i ΔW_i: up = [c_1·s_1·up_1 | …], down = [down_1; …], rank Σr_i."""
     up = torch.cat([p.up * (p.scale * c) for p, c in zip(patches, coefficients)], dim=1)
     down = torch.cat([p.down for p in patches], dim=0)
     return LowRank(up, down, 1.0, patches[0].shape)

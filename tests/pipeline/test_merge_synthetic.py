@@ -139,3 +139,16 @@ def test_cli_error_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "loramerge.cli", "inspect", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "bad.safetensors: file is empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_slerp_is_written_as_exact_low_rank_equal_to_dense_slerp(loras):
+    import loramerge.strategies as S
+    from loramerge.session import group_generator
+
+    a, b = loras
+    res = merge([f"{a}:0.8", b], arch="unknown", mode="slerp", auto_strength=False)
+    g = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_q")
+    assert g.exact and g.rank == 6
+    da, db = _deltas(a)["lora_unet_blocks_0_q"], _deltas(b)["lora_unet_blocks_0_q"]
+    dense = S.get("slerp")([da, db], [0.8, 1.0], generator=group_generator(0, g.key))
+    torch.testing.assert_close(g.patch.dense(), dense, rtol=1e-5, atol=1e-6)

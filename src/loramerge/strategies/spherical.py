@@ -80,12 +80,35 @@ def _qnorm(gram: torch.Tensor, beta: torch.Tensor) -> float:
     return math.sqrt(max(float(beta @ gram @ beta), 0.0))
 
 
-def _unit_gram(deltas: Sequence[torch.Tensor], signs: Sequence[float], norms: Sequence[float]) -> torch.Tensor:
-    """Gram matrix (float64) of the signed unit directions ``sign_i ΔW_i / ‖ΔW_i‖``."""
-    flat = torch.stack([d.reshape(-1) for d in deltas])
-    g = (flat @ flat.T).double().cpu()
-    scale = torch.tensor([s / n for s, n in zip(signs, norms)], dtype=torch.float64)
-    return g * scale[:, None] * scale[None, :]
+def slerp_combination(gram: torch.Tensor, weights: Sequence[float], params: SlerpParams) -> torch.Tensor:
+    """Coefficients ``c`` (float64) with ``slerp(ΔW, w) = Σ c_i ΔW_i``, from the Gram matrix
+    ``G_ij = ⟨ΔW_i, ΔW_j⟩`` alone.
+
+    SLERP and the Karcher mean stay in the span of their inputs, so a merge of low-rank deltas
+    is exactly low-rank: the pipeline computes ``G`` from the factors and never materialises ΔW.
+    """
+    gram = gram.double().cpu()
+    norms = gram.diagonal().clamp_min(0).sqrt().tolist()
+    n = len(norms)
+    total = sum(abs(w) for w in weights)
+    target = sum(abs(w) * m for w, m in zip(weights, norms)) / total if total else 0.0
+    active = [i for i in range(n) if weights[i] != 0.0 and norms[i] > 0.0]
+    coeffs = torch.zeros(n, dtype=torch.float64)
+    if not active or target == 0.0:
+        return coeffs
+    signs = [1.0 if weights[i] > 0 else -1.0 for i in active]
+    alpha = torch.tensor([abs(weights[i]) for i in active], dtype=torch.float64)
+    if len(active) == 1:
+        beta = torch.ones(1, dtype=torch.float64)
+    else:
+        scale = torch.tensor([sg / norms[i] for sg, i in zip(signs, active)], dtype=torch.float64)
+        unit = gram[active][:, active] * scale[:, None] * scale[None, :]
+        beta = (slerp_coefficients(unit, alpha, params.linear_below) if len(active) == 2
+                else karcher_coefficients(unit, alpha, params.max_iter, params.tol))
+    for b, sg, i in zip(beta.tolist(), signs, active):
+        coeffs[i] = b * sg / norms[i]
+    length = _qnorm(gram, coeffs)
+    return coeffs * (target / length) if length > 0 else torch.zeros_like(coeffs)
 
 
 def slerp(deltas, weights, params: SlerpParams, *, generator) -> torch.Tensor:
@@ -98,24 +121,11 @@ def slerp(deltas, weights, params: SlerpParams, *, generator) -> torch.Tensor:
     Shoemake, "Animating rotation with quaternion curves" (SIGGRAPH 1985); Karcher, "Riemannian
     center of mass and mollifier smoothing" (1977); LoRA SLERP as in the paper (seed 000, §3.4).
     """
-    active = [i for i, (d, w) in enumerate(zip(deltas, weights)) if w != 0.0 and frob(d) > 0.0]
-    target = norm_target(deltas, weights)
-    if not active:
+    flat = torch.stack([d.reshape(-1) for d in deltas]).double()
+    coeffs = slerp_combination(flat @ flat.T, weights, params)
+    if not bool(coeffs.any()):
         return torch.zeros_like(deltas[0])
-    ds = [deltas[i] for i in active]
-    norms = [frob(d) for d in ds]
-    signs = [1.0 if weights[i] > 0 else -1.0 for i in active]
-    alpha = torch.tensor([abs(weights[i]) for i in active], dtype=torch.float64)
-    if len(active) == 1:
-        beta = torch.ones(1, dtype=torch.float64)
-    else:
-        gram = _unit_gram(ds, signs, norms)
-        if len(active) == 2:
-            beta = slerp_coefficients(gram, alpha, params.linear_below)
-        else:
-            beta = karcher_coefficients(gram, alpha, params.max_iter, params.tol)
-    coeffs = [float(b) * s / n for b, s, n in zip(beta, signs, norms)]
-    return rescale_to(combine(ds, coeffs), target)
+    return combine(deltas, coeffs.tolist())
 
 
 def consensus(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
