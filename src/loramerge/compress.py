@@ -37,17 +37,39 @@ def choose_rank(singular: torch.Tensor, rank: int | None, rel_error: float | Non
 
 
 def factorize_dense(delta: torch.Tensor, *, rank: int | None = None, rel_error: float | None = 1e-6,
-                    shape: tuple[int, ...] | None = None) -> Factorized:
-    """Truncated SVD of a dense ΔW (conv kernels flattened to [out, in·kh·kw])."""
+                    shape: tuple[int, ...] | None = None, generator: torch.Generator | None = None) -> Factorized:
+    """Truncated SVD of a dense ΔW (conv kernels flattened to [out, in·kh·kw]).
+
+    With a fixed `rank` at most half the smaller dimension and a `generator`, a seeded randomized
+    SVD (Halko et al. 2011: oversampling 10, two power iterations) replaces the full one.
+    """
     shape = tuple(shape or delta.shape)
     mat = delta.reshape(delta.shape[0], -1).float()
-    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    k = choose_rank(s, rank, rel_error)
+    total = float(mat.double().pow(2).sum().sqrt())
+    if rank is not None and generator is not None and 2 * rank <= min(mat.shape):
+        u, s, vh = randomized_svd(mat, rank, generator)
+    else:
+        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    k = min(choose_rank(s, rank, rel_error), s.numel())
     root = s[:k].sqrt()
     up, down = u[:, :k] * root, root[:, None] * vh[:k]
-    norm = float(s.double().pow(2).sum().sqrt())
-    err = float(s[k:].double().pow(2).sum().sqrt()) / norm if norm > 0 else 0.0
+    kept = float(s[:k].double().pow(2).sum())
+    err = (max(total * total - kept, 0.0) ** 0.5) / total if total > 0 else 0.0
     return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, shape), err)
+
+
+def randomized_svd(mat: torch.Tensor, rank: int, generator: torch.Generator, *, oversample: int = 10,
+                   power_iters: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-`rank` SVD by random projection; the test matrix is drawn on the CPU generator so the
+    result does not depend on the device."""
+    k = min(rank + oversample, min(mat.shape))
+    omega = torch.randn(mat.shape[1], k, generator=generator).to(mat.device, mat.dtype)
+    q, _ = torch.linalg.qr(mat @ omega)
+    for _ in range(power_iters):
+        q, _ = torch.linalg.qr(mat.T @ q)
+        q, _ = torch.linalg.qr(mat @ q)
+    u, s, vh = torch.linalg.svd(q.T @ mat, full_matrices=False)
+    return (q @ u)[:, :rank], s[:rank], vh[:rank]
 
 
 def factorize_lowrank(patch: LowRank, *, rank: int | None = None, rel_error: float | None = None) -> Factorized:

@@ -23,6 +23,7 @@ from .session import Session, group_generator
 from .types import Dense, LowRank, Patch
 
 LINEAR = {"weighted_sum", "weighted_average", "normalize"}
+BASIS_SPACE = {"ties", "magnitude_prune", "consensus"}  # element-wise strategies that can act on basis coefficients
 Progress = Callable[[str, int, int], None]  # (group key, index, total)
 
 
@@ -92,7 +93,7 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
         merged, exact = _merge(patches, weights, decision, cfg, plan.preset, group_generator(cfg.seed, key))
     for p in extra:
         merged = p if merged is None else _concat(merged, p)
-    merged, err = _refactor(merged, patches + extra, cfg, key)
+    merged, err = _refactor(merged, patches + extra, cfg, group_generator(cfg.seed, key + "#svd"))
     contributions = dict(zip(loras + kept, [p.scaled(w) for p, w in zip(patches, weights)] + extra))
     norms2 = {i: inner(c, c) for i, c in contributions.items()}
     retention = {i: (inner(merged, c) / norms2[i] if norms2[i] > 0 else 0.0) for i, c in contributions.items()}
@@ -109,7 +110,13 @@ def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, 
         return _combine_lowrank(patches, linear_coefficients(weights, strategy)), True
     if strategy == "slerp" and plain and lowrank:
         return _combine_lowrank(patches, _slerp_coefficients(patches, weights)), True
-    return Dense(_dense_merge(patches, weights, strategy, d, cfg, preset, generator)), False
+    if cfg.basis_space and lowrank and cfg.refine is RefineMode.NONE and strategy in BASIS_SPACE:
+        return _basis_merge(patches, weights, strategy, d, cfg, preset, generator), True
+    try:
+        merged = _dense_merge(patches, weights, strategy, d, cfg, preset, generator, torch.device(cfg.device))
+    except torch.OutOfMemoryError:  # METHOD §10: fall back to the CPU for this group only
+        merged = _dense_merge(patches, weights, strategy, d, cfg, preset, generator, torch.device("cpu"))
+    return Dense(merged), False
 
 
 def linear_coefficients(weights: list[float], strategy: str) -> list[float]:
@@ -145,13 +152,10 @@ def _concat(a: Patch, b: Patch) -> Patch:
     return add_patches(a, b)
 
 
-def _dense_merge(patches, weights, strategy, d, cfg, preset, generator) -> torch.Tensor:
+def _strategy_params(strategy, d, cfg, preset):
+    """(params, sparsifier) of the planned strategy, from the decision and the options."""
     from . import strategies as S
-    from .refine import RefineParams, refined_merge
 
-    shape = _common_shape(patches)
-    device = torch.device(cfg.device)
-    deltas = [p.dense().reshape(shape).to(device) for p in patches]
     params = None
     if strategy == "ties":
         density = (d.density if d and d.density else None) or cfg.density or preset.dare_density
@@ -159,6 +163,25 @@ def _dense_merge(patches, weights, strategy, d, cfg, preset, generator) -> torch
     sparsifier = None
     if cfg.sparsify is not SparsifyMode.NONE:
         sparsifier = S.SparsifyParams(cfg.sparsify.value, cfg.density or preset.dare_density, cfg.dampening)
+    return params, sparsifier
+
+
+def _basis_merge(patches, weights, strategy, d, cfg, preset, generator) -> LowRank:
+    """The strategy on the coefficients of a shared orthonormal basis: the result is exactly low-rank."""
+    from .strategies import merge_in_basis, qr_basis
+
+    params, sparsifier = _strategy_params(strategy, d, cfg, preset)
+    basis = qr_basis([p.up * p.scale for p in patches], [p.down for p in patches])
+    out = merge_in_basis(strategy, basis, weights, params, generator=generator, sparsifier=sparsifier)
+    return LowRank(out.up.float().contiguous(), out.down.float().contiguous(), 1.0, patches[0].shape)
+
+
+def _dense_merge(patches, weights, strategy, d, cfg, preset, generator, device) -> torch.Tensor:
+    from .refine import RefineParams, refined_merge
+
+    shape = _common_shape(patches)
+    deltas = [p.dense().reshape(shape).to(device) for p in patches]
+    params, sparsifier = _strategy_params(strategy, d, cfg, preset)
     refine = RefineParams.for_level(cfg.refine.value)
     merged = refined_merge(strategy, deltas, weights, params, generator=generator, refine=refine, sparsifier=sparsifier)
     return merged.float().cpu()
@@ -169,7 +192,7 @@ def _common_shape(patches: list[Patch]) -> tuple[int, ...]:
     return max(shapes, key=len) if shapes else tuple(patches[0].dense().shape)
 
 
-def _refactor(merged: Patch, inputs: list[Patch], cfg: MergeConfig, key: str) -> tuple[Patch, float]:
+def _refactor(merged: Patch, inputs: list[Patch], cfg: MergeConfig, generator: torch.Generator) -> tuple[Patch, float]:
     """Write-ready low-rank form: exact when possible, else truncated SVD at the chosen rank."""
     if merged.shape is not None and len(merged.shape) == 1:
         return merged, 0.0  # norm/bias deltas stay dense
@@ -180,7 +203,7 @@ def _refactor(merged: Patch, inputs: list[Patch], cfg: MergeConfig, key: str) ->
         f = factorize_lowrank(merged, rank=cfg.rank, rel_error=cfg.rel_error)
         return f.patch, f.rel_error
     rank = cfg.rank if cfg.rank is not None else (None if cfg.rel_error is not None else total_rank)
-    f = factorize_dense(merged.delta, rank=rank, rel_error=cfg.rel_error, shape=merged.shape)
+    f = factorize_dense(merged.delta, rank=rank, rel_error=cfg.rel_error, shape=merged.shape, generator=generator)
     return f.patch, f.rel_error
 
 

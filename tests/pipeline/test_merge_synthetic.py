@@ -152,3 +152,24 @@ def test_slerp_is_written_as_exact_low_rank_equal_to_dense_slerp(loras):
     da, db = _deltas(a)["lora_unet_blocks_0_q"], _deltas(b)["lora_unet_blocks_0_q"]
     dense = S.get("slerp")([da, db], [0.8, 1.0], generator=group_generator(0, g.key))
     torch.testing.assert_close(g.patch.dense(), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_basis_space_ties_is_exactly_low_rank(loras):
+    a, b = loras
+    res = merge([a, b], arch="unknown", mode="ties", basis_space=True)
+    g = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_q")
+    assert g.rank <= 6 and g.rel_error == 0.0 and g.exact
+    dense = merge([a, b], arch="unknown", mode="ties")
+    gd = next(g for g in dense.groups if g.key == "diffusion_model.blocks_0_q")
+    assert gd.rel_error > 0  # weight-space TIES is full-rank: writing it at rank 6 loses something
+
+
+def test_randomized_svd_matches_full_svd_on_low_rank_plus_noise():
+    from loramerge.compress import factorize_dense
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(300, 8, generator=g) @ torch.randn(8, 200, generator=g) + 1e-3 * torch.randn(300, 200, generator=g)
+    fast = factorize_dense(m, rank=8, generator=torch.Generator().manual_seed(1))
+    full = factorize_dense(m, rank=8)
+    assert fast.rel_error == pytest.approx(full.rel_error, rel=1e-3)
+    torch.testing.assert_close(fast.patch.dense(), full.patch.dense(), rtol=1e-3, atol=1e-4)
