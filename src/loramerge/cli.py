@@ -154,6 +154,8 @@ def merge(
     arch: ArchOpt = None,
     lenient: Annotated[bool, typer.Option("--lenient", help="Continue past keys that do not fit (reported).")] = False,
     no_auto_strength: Annotated[bool, typer.Option("--no-auto-strength", help="Keep the strengths as given.")] = False,
+    basis_space: Annotated[bool, typer.Option("--basis-space", help="TIES/pruning/consensus on shared-basis coefficients: exactly low-rank output.")] = False,
+    smoothing: Annotated[Optional[float], typer.Option(help="Block smoothing λ of the decision metrics (0 = off; default 0.25).")] = None,
     allow_pickle: PickleOpt = False,
     preserve: Annotated[Optional[list[str]], typer.Option("--preserve", help="Hold this input out of the merge; add it on top.")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only targets matching this regex.")] = None,
@@ -170,7 +172,8 @@ def merge(
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
     cfg = _with_inputs_options(_config(loras, recipe, **_merge_options(
         mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt, base, device,
-        seed, arch, lenient, no_auto_strength, allow_pickle, preserve, include, exclude)), preserve, include, exclude)
+        seed, arch, lenient, no_auto_strength, allow_pickle, preserve, include, exclude), basis_space=basis_space or None,
+        smoothing=smoothing), preserve, include, exclude)
     with _progress(quiet) as progress:
         result = run(cfg, progress)
     if not dry_run:
