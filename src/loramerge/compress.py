@@ -45,16 +45,17 @@ def factorize_dense(delta: torch.Tensor, *, rank: int | None = None, rel_error: 
     """
     shape = tuple(shape or delta.shape)
     mat = delta.reshape(delta.shape[0], -1).float()
-    total = float(mat.double().pow(2).sum().sqrt())
-    if rank is not None and generator is not None and 2 * rank <= min(mat.shape):
-        u, s, vh = randomized_svd(mat, rank, generator)
-    else:
-        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    randomized = rank is not None and generator is not None and 2 * rank <= min(mat.shape)
+    u, s, vh = randomized_svd(mat, rank, generator) if randomized else torch.linalg.svd(mat, full_matrices=False)
     k = min(choose_rank(s, rank, rel_error), s.numel())
     root = s[:k].sqrt()
     up, down = u[:, :k] * root, root[:, None] * vh[:k]
-    kept = float(s[:k].double().pow(2).sum())
-    err = (max(total * total - kept, 0.0) ** 0.5) / total if total > 0 else 0.0
+    total = float(mat.double().norm())
+    if randomized:  # the tail of the spectrum is unknown: measure the residual itself
+        residual = float((mat - up @ down).double().norm())
+    else:
+        residual = float(s[k:].double().pow(2).sum().sqrt())
+    err = residual / total if total > 0 else 0.0
     return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, shape), err)
 
 
