@@ -38,6 +38,15 @@ PEFT_NAMES = [n for n in FIXTURE_NAMES if "peft" in n]
 LYCORIS_KOHYA_NAMES = [n for n in FIXTURE_NAMES if n.startswith("sdxl_lycoris_")]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: intra-op threads only spin (badly on a shared 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_libraries():
     levels = {n: logging.getLogger(n).level for n in ("diffusers", "transformers", "peft", "LyCORIS")}
@@ -221,10 +230,17 @@ def _lora_names(sd):
     return sorted({k.split(".")[0] for k in sd if "." in k})
 
 
+def _group_by_module(sd):
+    groups = {}
+    for k, v in sd.items():
+        ln, _, suffix = k.partition(".")
+        groups.setdefault(ln, {})[suffix] = v
+    return groups
+
+
 def _assert_alpha_differs_from_rank(fx, sd):
     n_scaled = 0
-    for ln in _lora_names(sd):
-        t = {k[len(ln) + 1:]: v for k, v in sd.items() if k.startswith(ln + ".")}
+    for ln, t in sorted(_group_by_module(sd).items()):
         if "alpha" not in t:
             assert set(t) <= {"diff", "diff_b", "w_norm", "b_norm"}, (ln, sorted(t))
             continue
@@ -454,12 +470,13 @@ def test_quirk_diffusers_kohya_loader_drops_add_embedding_and_misscales_alpha_ov
         m.double()
     layers = _peft_layers(models)
     assert set(fx.truth) - set(layers) == {"unet.add_embedding.linear_1"}
-    errs = _check_peft_layers(fx, layers, sorted(layers), torch.Generator().manual_seed(5))
-    bad = {k for k, e in errs.items() if e > RTOL}
+    scale = {k: l.scaling[l.active_adapters[0]] for k, l in layers.items()}
     rank2 = {k for k, l in layers.items() if l.r[l.active_adapters[0]] == 2}
-    assert bad == rank2 and any(k.endswith("attn2.to_k") for k in bad) and any("self_attn.q_proj" in k for k in bad)
-    assert all(layers[k].scaling[layers[k].active_adapters[0]] == 2.0 for k in bad)
-    assert all(layers[k].scaling[layers[k].active_adapters[0]] == 1.0 for k in set(layers) - bad)
+    assert rank2 and any(k.endswith("attn2.to_k") for k in rank2) and any("self_attn.q_proj" in k for k in rank2)
+    assert {k for k, s in scale.items() if s != 1.0} == rank2 and all(scale[k] == 2.0 for k in rank2)
+    checked = sorted(rank2)[::8] + structural_sample({k: _peft_signature(l) for k, l in layers.items()}, 8)
+    errs = _check_peft_layers(fx, layers, checked, torch.Generator().manual_seed(5))
+    assert {k for k, e in errs.items() if e > RTOL} == set(checked) & rank2
 
 
 def test_quirk_diffusers_drops_legacy_unet_attention_keys(real_fixtures):
