@@ -17,7 +17,7 @@ import torch
 from ..types import Dense, LowRank, Patch
 
 NOISE_FLOOR = 0.05
-DENSE_BASIS_ENERGY = 0.99  # dense deltas: basis = top singular vectors holding 99 % of the energy
+DENSE_BASIS_ENERGY = 0.99  # numerically full-rank dense deltas: basis = top singular vectors holding 99 % of the energy
 DENSE_BASIS_MAX = 64
 
 
@@ -44,8 +44,11 @@ def basis(patch: Patch, side: str) -> torch.Tensor:
         return q[:, keep]
     mat = patch.dense().reshape(patch.dense().shape[0], -1).double()
     u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    energy = s.pow(2).cumsum(0) / s.pow(2).sum().clamp_min(1e-300)
-    k = min(int((energy < DENSE_BASIS_ENERGY).sum()) + 1, DENSE_BASIS_MAX, s.numel())
+    tol = float(s[0]) * max(mat.shape) * torch.finfo(torch.float32).eps if s.numel() else 0.0
+    k = int((s > tol).sum())
+    if 2 * k > min(mat.shape):  # numerically full rank: keep the directions that hold the energy
+        energy = s.pow(2).cumsum(0) / s.pow(2).sum().clamp_min(1e-300)
+        k = min(int((energy < DENSE_BASIS_ENERGY).sum()) + 1, DENSE_BASIS_MAX, s.numel())
     return u[:, :k] if side == "left" else vh[:k].T
 
 
