@@ -126,7 +126,7 @@ LorasArg = Annotated[Optional[list[str]], typer.Argument(help="LoRA files as PAT
 
 
 def _merge_options(mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt,
-                   base, device, seed, arch, lenient, no_auto_strength, allow_pickle, preserve, include, exclude):
+                   base, device, seed, arch, lenient, no_auto_strength, allow_pickle):
     return dict(mode=mode, optimization=optimization, strategy_set=strategy_set, sparsify=sparsify, density=density,
                 refine=refine, preset=preset, rank=rank, rel_error=error_target, format=fmt,
                 base=str(base) if base else None, device=device, seed=seed, arch=arch,
@@ -172,7 +172,7 @@ def merge(
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
     cfg = _with_inputs_options(_config(loras, recipe, **_merge_options(
         mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt, base, device,
-        seed, arch, lenient, no_auto_strength, allow_pickle, preserve, include, exclude), basis_space=basis_space or None,
+        seed, arch, lenient, no_auto_strength, allow_pickle), basis_space=basis_space or None,
         smoothing=smoothing), preserve, include, exclude)
     with _progress(quiet) as progress:
         result = run(cfg, progress)
