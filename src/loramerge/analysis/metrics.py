@@ -52,14 +52,23 @@ def basis(patch: Patch, side: str) -> torch.Tensor:
     return u[:, :k] if side == "left" else vh[:k].T
 
 
-def subspace_overlap(a: Patch, b: Patch) -> float:
+def bases(patch: Patch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left, right) orthonormal bases of one patch."""
+    return basis(patch, "left"), basis(patch, "right")
+
+
+def overlap_of_bases(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Mean over left and right of ‖Q_aᵀ Q_b‖²_F / min(r_a, r_b), in [0, 1]."""
     values = []
-    for side in ("left", "right"):
-        qa, qb = basis(a, side), basis(b, side)
+    for qa, qb in zip(a, b):
         k = min(qa.shape[1], qb.shape[1])
         values.append(0.0 if k == 0 else float((qa.T @ qb).pow(2).sum()) / k)
     return sum(values) / 2
+
+
+def subspace_overlap(a: Patch, b: Patch) -> float:
+    """Subspace overlap of two patches (see `overlap_of_bases`)."""
+    return overlap_of_bases(bases(a), bases(b))
 
 
 def sample_positions(rows: int, cols: int, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,13 +82,23 @@ def sample_positions(rows: int, cols: int, n: int, generator: torch.Generator) -
 
 
 def sample_entries(patch: Patch, rows_idx: torch.Tensor, cols_idx: torch.Tensor) -> torch.Tensor:
-    """Entries ΔW[r, c] of the flattened [out, in·k] matrix at the given positions (float64)."""
+    """Entries ΔW[r, c] of the flattened [out, in·k] matrix at the given positions (float64).
+
+    Low-rank: two row gathers (``up[r]`` and ``downᵀ[c]``) and a rank-length dot product each."""
     if isinstance(patch, LowRank):
-        up = patch.up.double()[rows_idx]
-        down = patch.down.double()[:, cols_idx].T
-        return (up * down).sum(1) * patch.scale
-    mat = patch.dense().reshape(patch.dense().shape[0], -1).double()
-    return mat[rows_idx, cols_idx]
+        up = patch.up.float().index_select(0, rows_idx)
+        down_t = patch.down.float().T.contiguous().index_select(0, cols_idx)
+        return torch.einsum("nr,nr->n", up, down_t).double() * patch.scale
+    mat = patch.dense().reshape(patch.dense().shape[0], -1)
+    return mat[rows_idx, cols_idx].double()
+
+
+def prepare(patch: Patch) -> Patch:
+    """The patch with float64 factors and the scale folded in, so that repeated pair products do
+    not convert again (float64 keeps norms and dots exact to well below 1e-5)."""
+    if isinstance(patch, LowRank):
+        return LowRank(patch.up.double() * patch.scale, patch.down.double(), 1.0, patch.shape)
+    return Dense(patch.dense().double())
 
 
 @dataclass(frozen=True)
@@ -101,7 +120,7 @@ class PairStats:
 
 
 def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: float,
-               va: torch.Tensor, vb: torch.Tensor, numel: int) -> PairStats:
+               va: torch.Tensor, vb: torch.Tensor, numel: int, overlap: float | None = None) -> PairStats:
     """Pair statistics from exact norms/dot and the sampled entries `va`, `vb` (same positions)."""
     dot = inner(a, b)
     denom = math.sqrt(norm2_a * norm2_b)
@@ -119,7 +138,8 @@ def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: floa
     cos_strong = float((sa * sb).sum()) / d if d > 0 else cosine
     expected = math.acos(max(-1.0, min(1.0, cos_strong))) / math.pi
     return PairStats(i, j, dot, cosine, conflict, weighted, conflict_strong, cos_strong, expected,
-                     max(conflict_strong - expected, 0.0), subspace_overlap(a, b), int(va.numel()))
+                     max(conflict_strong - expected, 0.0), subspace_overlap(a, b) if overlap is None else overlap,
+                     int(va.numel()))
 
 
 def _ratio(num, den) -> float:

@@ -10,7 +10,7 @@ from itertools import combinations
 import torch
 
 from ..types import LowRank, Patch
-from .metrics import PairStats, inner, pair_stats, sample_entries, sample_positions
+from .metrics import PairStats, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries, sample_positions
 
 DENSITY_RATIOS = (0.05, 0.10, 0.15)
 _BLOCK = re.compile(r"^(.*?\.(?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
@@ -87,13 +87,16 @@ def group_stats(key: str, loras: tuple[int, ...], patches: list[Patch], *, gener
     rows = first.out_features if isinstance(first, LowRank) else int(first.delta.shape[0])
     cols = (first.down.shape[1] if isinstance(first, LowRank) else first.delta.numel() // rows)
     numel = rows * cols
+    raw, patches = patches, [prepare(p) for p in patches]
     norms2 = tuple(max(inner(p, p), 0.0) for p in patches)
-    ranks = tuple(p.rank if isinstance(p, LowRank) else None for p in patches)
+    ranks = tuple(p.rank if isinstance(p, LowRank) else None for p in raw)
     if len(patches) == 1:
         return GroupStats(key, loras, numel, ranks, norms2)
     r_idx, c_idx = sample_positions(rows, cols, sample_size, generator)
-    values = [sample_entries(p, r_idx, c_idx) for p in patches]
-    pairs = tuple(pair_stats(loras[i], loras[j], patches[i], patches[j], norms2[i], norms2[j], values[i], values[j], numel)
+    values = [sample_entries(p, r_idx, c_idx) for p in raw]
+    spaces = [bases(p) for p in patches]
+    pairs = tuple(pair_stats(loras[i], loras[j], patches[i], patches[j], norms2[i], norms2[j], values[i], values[j],
+                             numel, overlap_of_bases(spaces[i], spaces[j]))
                   for i, j in combinations(range(len(patches)), 2))
     pooled = torch.cat([v.abs() for v in values])
     top = float(pooled.max()) if pooled.numel() else 0.0

@@ -7,11 +7,11 @@ deep inside safetensors or torch reaches the user as a bare traceback.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..errors import InputFileError, PickleRefusedError
 
@@ -75,7 +75,6 @@ class TensorSource:
     def __init__(self, path: Path, *, allow_pickle: bool = False):
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
-        self._fh = None
         size = self.path.stat().st_size if self.path.is_file() else 0
         pickled = _looks_pickled(self.path) and not _looks_safetensors(self.path, size) if size else False
         if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or pickled):
@@ -85,6 +84,9 @@ class TensorSource:
             self.metadata: dict[str, str] = {}
         else:
             header, self.metadata = read_header(self.path)
+            self._header = header
+            with open(self.path, "rb") as fh:
+                self._data_start = 8 + struct.unpack("<Q", fh.read(8))[0]
             self.shapes = {k: tuple(v["shape"]) for k, v in header.items()}
             self.dtypes = {k: str(v["dtype"]) for k, v in header.items()}
 
@@ -95,19 +97,40 @@ class TensorSource:
         return self.get_many([key])[key]
 
     def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """Read tensors by plain positioned reads (no memory map): what a group loads is freed with
+        it, so resident memory stays bounded by one group however many files are merged."""
         if self._pickled is not None:
             return {k: self._pickled[k] for k in keys}
-        try:
-            fh = self._handle()
-            return {k: fh.get_tensor(k) for k in keys}
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise InputFileError(self.path, f"cannot read tensors: {exc}", hint="the file may be corrupt") from exc
+        out = {}
+        with open(self.path, "rb") as fh:
+            for key in keys:
+                info = self._header[key]
+                start, end = (int(x) for x in info["data_offsets"])
+                fh.seek(self._data_start + start)
+                raw = fh.read(end - start)
+                if len(raw) != end - start:
+                    raise InputFileError(self.path, "tensor data is cut short", key=key, hint="the file is truncated")
+                out[key] = _tensor(raw, info, self.path, key)
+        return out
 
-    def _handle(self):
-        """One memory-mapped handle per file, opened on first use (reads are per tensor)."""
-        if self._fh is None:
-            self._fh = safe_open(str(self.path), framework="pt")
-        return self._fh
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def _tensor(raw: bytes, info: dict, path: Path, key: str) -> torch.Tensor:
+    dtype = _DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise InputFileError(path, f"unsupported tensor dtype {info['dtype']}", key=key)
+    shape = [int(d) for d in info["shape"]]
+    if not raw:
+        return torch.empty(shape, dtype=dtype)
+    flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    if flat.numel() != math.prod(shape):
+        raise InputFileError(path, f"tensor has {flat.numel()} values for shape {shape}", key=key,
+                             hint="the file is corrupt")
+    return flat.reshape(shape)
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
