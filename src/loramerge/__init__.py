@@ -1,6 +1,20 @@
-"""loramerge: compose several diffusion-model LoRAs into one, resolving interference per weight group."""
+"""loramerge: compose several diffusion-model LoRAs into one, resolving interference per weight group.
+
+>>> import loramerge
+>>> result = loramerge.merge(["style.safetensors:0.8", "character.safetensors"], seed=1)  # doctest: +SKIP
+>>> result.save("merged.safetensors")  # doctest: +SKIP
+"""
 
 __version__ = "0.1.0"
 TOOL_NAME = "loramerge"
 
-__all__ = ["__version__", "TOOL_NAME"]
+__all__ = ["__version__", "TOOL_NAME", "merge", "analyze", "load_recipe"]
+
+
+def __getattr__(name: str):
+    # The API is imported on first use, so that `import loramerge` stays cheap for the CLI's --help.
+    if name in ("merge", "analyze", "load_recipe"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'loramerge' has no attribute {name!r}")
