@@ -1,0 +1,67 @@
+"""Fixtures of the client tests: single-threaded torch, loramerge outputs written once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _single_thread():
+    """Tiny tensors: intra-op threads only spin (10x slower on a shared 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="package")
+def client_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("client_outputs")
+
+
+@pytest.fixture(scope="package")
+def converted(real_fixtures, client_dir):
+    """converted(name, fmt) -> path of fixture `name` rewritten by ``loramerge.convert`` in `fmt`."""
+    from loramerge.convert import convert
+
+    cache = {}
+
+    def get(name: str, fmt: str):
+        if (name, fmt) not in cache:
+            path = client_dir / f"{name}.{fmt}.safetensors"
+            report = convert(real_fixtures[name].path, path, fmt)
+            assert not report.dropped, report.dropped
+            cache[name, fmt] = path
+        return cache[name, fmt]
+
+    return get
+
+
+@pytest.fixture(scope="package")
+def merged(real_fixtures, client_dir):
+    """merged(a, b, mode, fmt) -> (path, MergeResult): ``loramerge.api.merge`` of fixtures a at 0.8
+    and b at 0.5, auto_strength off, saved in `fmt`. Each merge runs once per session."""
+    from loramerge.api import merge
+
+    results, paths = {}, {}
+
+    def get(a: str, b: str, mode: str, fmt: str):
+        key = (a, b, mode)
+        if key not in results:
+            results[key] = merge([f"{real_fixtures[a].path}:0.8", f"{real_fixtures[b].path}:0.5"],
+                                 mode=mode, auto_strength=False, seed=0)
+        if key + (fmt,) not in paths:
+            path = client_dir / f"merge_{a}_{b}_{mode}.{fmt}.safetensors"
+            results[key].save(path, format=fmt)
+            paths[key + (fmt,)] = path
+        return paths[key + (fmt,)], results[key]
+
+    return get
+
+
+@pytest.fixture(scope="package")
+def comfy_sdxl():
+    from ._comfy import ComfySDXL
+
+    return ComfySDXL()
