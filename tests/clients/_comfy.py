@@ -117,7 +117,8 @@ def sdxl_unet_config(unet) -> dict:
         "use_checkpoint": False, "image_size": 32, "out_channels": cfg.out_channels, "use_spatial_transformer": True,
         "legacy": False, "num_classes": "sequential", "adm_in_channels": cfg.projection_class_embeddings_input_dim,
         "dtype": torch.float32, "in_channels": cfg.in_channels, "model_channels": base,
-        "num_res_blocks": [n_res] * levels, "transformer_depth": td, "channel_mult": [c // base for c in cfg.block_out_channels],
+        "num_res_blocks": [n_res] * levels, "transformer_depth": td,
+        "channel_mult": [c // base for c in cfg.block_out_channels],
         "transformer_depth_middle": depth[-1], "use_linear_in_transformer": cfg.use_linear_projection,
         "context_dim": cfg.cross_attention_dim, "num_head_channels": cfg.block_out_channels[-1] // heads,
         "transformer_depth_output": td_out, "use_temporal_attention": False, "use_temporal_resblock": False,
@@ -136,8 +137,9 @@ class TinySDXLClip(torch.nn.Module):
 def _comfy_clip(comfy, hf_model) -> torch.nn.Module:
     """ComfyUI's SDClipModel with `hf_model`'s config, loaded with its weights via ``load_sd``."""
     c = hf_model.config
-    conf = {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
-            "num_attention_heads": c.num_attention_heads, "hidden_act": c.hidden_act}
+    conf = {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+            "intermediate_size": c.intermediate_size, "num_attention_heads": c.num_attention_heads,
+            "hidden_act": c.hidden_act}
     fd, path = tempfile.mkstemp(suffix=".json")
     try:
         with os.fdopen(fd, "w") as fh:
