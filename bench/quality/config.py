@@ -1,0 +1,77 @@
+"""Benchmark sizes: the full benchmark and the CI smoke version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .methods import METHODS
+from .model import ModelConfig
+
+LORAS = ("subject", "bold", "slant", "thin")
+
+# case -> (LoRAs merged, primary metric). "joint" = every intended effect in one image; where two
+# intended effects contradict each other (bold vs thin) no image can show both, so the case is
+# ranked by "effect_mean", the mean of the per-effect rates.
+CASES: dict[str, tuple[tuple[str, ...], str]] = {
+    "subject+style": (("subject", "bold"), "joint"),
+    "subject+style+slant": (("subject", "bold", "slant"), "joint"),
+    "style+thin": (("bold", "thin"), "effect_mean"),
+    "all four": (("subject", "bold", "slant", "thin"), "effect_mean"),
+}
+
+
+def _code_digest() -> str:
+    """Hash of the sources that shape trained artefacts (a change there retrains, nothing else does)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("data.py", "model.py", "lora.py", "evaluators.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str = "full"
+    seeds: tuple[int, ...] = (0, 1, 2)      # base model, LoRAs, DARE masks and sampling noise
+    tuning_seed: int = 100                  # task arithmetic's λ is tuned here, never on `seeds`
+    model: ModelConfig = ModelConfig(hidden=384, blocks=2)
+    base_steps: int = 2000
+    base_batch: int = 256
+    lora_steps: int = 600
+    lora_rank: int = 8
+    lora_alpha: float = 4.0                 # alpha ≠ rank: the reader must apply scale 0.5
+    evaluator_steps: int = 1000
+    per_subject_prompt: int = 64            # samples of prompt 0 (subject and joint rates)
+    per_other_prompt: int = 10              # samples of each of the prompts 1..9
+    cases: tuple[str, ...] = tuple(CASES)
+    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    grid_seed_index: int = 0                # which seed's samples the PNG grids show
+    sanity_margin: float = 0.3              # single LoRA rate − base rate must exceed this (mean over seeds)
+    assert_sanity: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def artefact_key(self, what: str) -> str:
+        """Cache key of trained artefacts: changes when anything that shapes them changes."""
+        parts = {"v": 3, "what": what, "code": _code_digest(), "model": self.model.to_dict(), "base_steps": self.base_steps,
+                 "base_batch": self.base_batch, "lora_steps": self.lora_steps, "rank": self.lora_rank,
+                 "alpha": self.lora_alpha, "evaluator_steps": self.evaluator_steps}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+FULL = BenchConfig()
+
+SMOKE = replace(
+    FULL, name="smoke", seeds=(0,), tuning_seed=100, model=ModelConfig(hidden=64, blocks=1, emb=32, steps=50,
+                                                                        beta_start=2e-3, beta_end=0.3),
+    base_steps=40, base_batch=64, lora_steps=15, evaluator_steps=30, per_subject_prompt=8, per_other_prompt=1,
+    cases=("subject+style", "style+thin"), methods=("additive", "average", "task_arithmetic", "knots_ties", "auto",
+                                                    "cand_orth_sum"),
+    assert_sanity=False)

@@ -1,0 +1,206 @@
+"""The benchmark's units of work. Each runs in a worker process (or inline), reads and writes
+trained artefacts in the cache folder, and returns plain data (dicts, lists, small uint8 arrays)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .config import CASES, LORAS, BenchConfig
+from .evaluators import Evaluator, train_evaluator
+from .lora import apply_deltas, deltas_of_file, save_lora, train_lora
+from .methods import BY_NAME, LAMBDAS, retention, run_method
+from .metrics import compute, prompts
+from .model import Denoiser, sample, train_base
+from .png import to_uint8
+
+GRID_SUBJECT = 8  # prompt-0 samples shown per grid row (then one sample of each prompt 1..9)
+
+
+def init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def base_path(cfg: BenchConfig, cache: Path, seed: int) -> Path:
+    return cache / f"base_s{seed}_{cfg.artefact_key('base')}.pt"
+
+
+def lora_path(cfg: BenchConfig, cache: Path, seed: int, name: str) -> Path:
+    return cache / f"lora_{name}_s{seed}_{cfg.artefact_key('lora')}.safetensors"
+
+
+def evaluator_path(cfg: BenchConfig, cache: Path) -> Path:
+    return cache / f"evaluator_{cfg.artefact_key('evaluator')}.pt"
+
+
+def noise_seed(seed: int) -> int:
+    """One noise seed per model seed, shared by every method: common random numbers."""
+    return 1000 + seed
+
+
+# -- training ------------------------------------------------------------------------------------------
+def job_evaluator(cfg: BenchConfig, cache: Path) -> dict:
+    path = evaluator_path(cfg, cache)
+    t0 = time.perf_counter()
+    if not path.exists():
+        model, acc = train_evaluator(steps=cfg.evaluator_steps)
+        _atomic_torch_save({"state": model.state_dict(), "accuracy": acc}, path)
+    acc = torch.load(path)["accuracy"]
+    return {"accuracy": acc, "seconds": time.perf_counter() - t0}
+
+
+def job_base(cfg: BenchConfig, cache: Path, seed: int) -> dict:
+    path = base_path(cfg, cache, seed)
+    t0 = time.perf_counter()
+    if not path.exists():
+        x, y = D.digits()
+        model = train_base(x, y, seed=seed, steps=cfg.base_steps, cfg=cfg.model, batch=cfg.base_batch)
+        _atomic_torch_save(model.state_dict(), path)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def job_lora(cfg: BenchConfig, cache: Path, seed: int, name: str) -> dict:
+    path = lora_path(cfg, cache, seed, name)
+    t0 = time.perf_counter()
+    if not path.exists():
+        base = load_base(cfg, cache, seed)
+        x, y, sampler = D.lora_data(name)
+        tensors = train_lora(base, x, y, seed=seed * 100 + LORAS.index(name) + 1, steps=cfg.lora_steps,
+                             rank=cfg.lora_rank, alpha=cfg.lora_alpha, sampler=sampler)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        save_lora(tmp, tensors, name)
+        os.replace(tmp, path)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def load_base(cfg: BenchConfig, cache: Path, seed: int) -> Denoiser:
+    model = Denoiser(cfg.model)
+    model.load_state_dict(torch.load(base_path(cfg, cache, seed)))
+    return model.eval()
+
+
+def load_evaluator(cfg: BenchConfig, cache: Path) -> Evaluator:
+    model = Evaluator()
+    model.load_state_dict(torch.load(evaluator_path(cfg, cache))["state"])
+    return model.eval()
+
+
+# -- sampling and scoring --------------------------------------------------------------------------------
+def grid_images(samples: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """The samples a grid row shows: the first prompt-0 samples, then the first of each prompt 1..9."""
+    first = [int(i) for i in (labels == D.SUBJECT_PROMPT).nonzero()[:GRID_SUBJECT, 0]]
+    first += [int((labels == d).nonzero()[0, 0]) for d in range(1, 10)]
+    return to_uint8(samples[first].numpy())
+
+
+def job_singles(cfg: BenchConfig, cache: Path, seed: int) -> dict:
+    """The base model and each LoRA alone (strength 1): the sanity reference."""
+    t0 = time.perf_counter()
+    base, ev = load_base(cfg, cache, seed), load_evaluator(cfg, cache)
+    labels = prompts(cfg.per_subject_prompt, cfg.per_other_prompt)
+    out = {"seed": seed, "rows": {}, "images": {}}
+    s = sample(base, labels, noise_seed(seed), cfg.model)
+    out["rows"]["base"] = compute(ev, s, labels, ())
+    out["images"]["base"] = grid_images(s, labels)
+    for name in LORAS:
+        model = apply_deltas(base, deltas_of_file(lora_path(cfg, cache, seed, name)))
+        s = sample(model, labels, noise_seed(seed), cfg.model)
+        out["rows"][name] = compute(ev, s, labels, (name,))
+        out["images"][name] = grid_images(s, labels)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _digest(deltas: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(deltas):
+        h.update(k.encode())
+        h.update(deltas[k].detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Scorer:
+    """Merged file → model → samples → rates, with samples cached by the merged weights' digest
+    (two methods that produce the same weights share one sampling run)."""
+
+    def __init__(self, cfg: BenchConfig, cache: Path, seed: int, noise: int):
+        self.cfg, self.base, self.ev = cfg, load_base(cfg, cache, seed), load_evaluator(cfg, cache)
+        self.labels = prompts(cfg.per_subject_prompt, cfg.per_other_prompt)
+        self.noise = noise
+        self.memo: dict[str, torch.Tensor] = {}
+        self.sampled = 0
+
+    def score(self, path: Path, intended: tuple[str, ...]) -> tuple[dict, torch.Tensor, dict[str, torch.Tensor], str]:
+        deltas = deltas_of_file(path)
+        key = _digest(deltas)
+        if key not in self.memo:
+            self.memo[key] = sample(apply_deltas(self.base, deltas), self.labels, self.noise, self.cfg.model)
+            self.sampled += 1
+        samples = self.memo[key]
+        return compute(self.ev, samples, self.labels, intended), samples, deltas, key
+
+
+def job_tune(cfg: BenchConfig, cache: Path, case: str) -> dict:
+    """Task arithmetic's λ for `case`, chosen on the tuning seed by the case's primary metric."""
+    t0 = time.perf_counter()
+    loras, primary = CASES[case]
+    seed = cfg.tuning_seed
+    paths = [lora_path(cfg, cache, seed, n) for n in loras]
+    scorer = _Scorer(cfg, cache, seed, noise_seed(seed))
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for lam in LAMBDAS:
+            out = Path(tmp) / f"lam_{lam}.safetensors"
+            run_method(BY_NAME["task_arithmetic"], paths, out, seed=seed, lam=lam, names=list(loras))
+            rates, *_ = scorer.score(out, loras)
+            scores[str(lam)] = rates[primary]
+    best = max(LAMBDAS, key=lambda lam: (round(scores[str(lam)], 9), -abs(lam - 1.0)))  # ties: nearer 1
+    return {"case": case, "lambda": best, "scores": scores, "seconds": time.perf_counter() - t0}
+
+
+def job_case(cfg: BenchConfig, cache: Path, seed: int, case: str, lam: float | None, keep_images: bool) -> dict:
+    """Every method on one case and one seed: merge through loramerge, apply, sample, score."""
+    t0 = time.perf_counter()
+    loras, _ = CASES[case]
+    paths = [lora_path(cfg, cache, seed, n) for n in loras]
+    inputs = [deltas_of_file(p) for p in paths]
+    scorer = _Scorer(cfg, cache, seed, noise_seed(seed))
+    rows = {}
+    images = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in cfg.methods:
+            method = BY_NAME[name]
+            if not method.applies(len(loras)):
+                continue
+            out = Path(tmp) / f"{name}.safetensors"
+            t = time.perf_counter()
+            summary = run_method(method, paths, out, seed=seed, lam=lam, names=list(loras))
+            merge_s = time.perf_counter() - t
+            rates, samples, merged, digest = scorer.score(out, loras)
+            rows[name] = {"rates": rates, "retention": dict(zip(loras, retention(merged, inputs))),
+                          "merge_seconds": merge_s, "weights_digest": digest[:16],
+                          "lambda": lam if method.strengths == "lambda" else None, **summary}
+            if keep_images:
+                images[name] = grid_images(samples, scorer.labels)
+    return {"seed": seed, "case": case, "rows": rows, "images": images, "sampling_runs": scorer.sampled,
+            "seconds": time.perf_counter() - t0}
+
+
+def dump(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True))

@@ -1,0 +1,218 @@
+"""The merge methods compared, each run through loramerge's real path (`loramerge.api.merge` and
+`MergeResult.save`) wherever loramerge has an option for it.
+
+Three kinds of method:
+
+* options of `merge()` (every baseline but KnOTS+TIES, auto, and the §7.2 ablations);
+* ``custom``: KnOTS+TIES, which loramerge has as a strategy building block (`knots_basis`,
+  `merge_in_basis`) but not as an option (``refine=full`` adds TALL-masks and orthogonalisation);
+  it is assembled from loramerge's own analysis, strategies and writer;
+* ``what_if``: candidate defaults that loramerge does not have. The benchmark emulates them by
+  swapping one function of loramerge *in the benchmark's worker process only* (the auto-strength
+  floor in the preset, or the orthogonal branch of the decision tree); nothing in loramerge is
+  edited. They are labelled as candidates in every table.
+
+Baselines run at strength 1 without auto-strength (what a user gets from that method as
+published); ``auto`` and its ablations use loramerge's defaults except the one thing switched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+BASELINE, AUTO, ABLATION, CANDIDATE = "baseline", "auto", "ablation", "candidate"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    family: str
+    options: dict = field(default_factory=dict)
+    strengths: str = "one"          # "one" | "inverse_n" | "lambda" (task arithmetic, tuned)
+    custom: str | None = None       # "knots_ties"
+    what_if: str | None = None      # see `what_if`
+    note: str = ""
+    max_loras: int | None = None    # ZipLoRA merges two LoRAs only
+
+    def applies(self, n: int) -> bool:
+        return self.max_loras is None or n <= self.max_loras
+
+
+NO_AUTO = {"auto_strength": False}
+
+METHODS: tuple[Method, ...] = (
+    # -- baselines (paper §7.1 and seed 002) ---------------------------------------------------------
+    Method("additive", "additive stacking", BASELINE, {"mode": "weighted_sum", **NO_AUTO},
+           note="Σ ΔW_i at strength 1 (what stacking LoRAs in a UI does)"),
+    Method("average", "weighted average", BASELINE, {"mode": "weighted_average", **NO_AUTO}, note="Σ ΔW_i / N"),
+    Method("task_arithmetic", "task arithmetic (λ tuned)", BASELINE, {"mode": "weighted_sum", **NO_AUTO},
+           strengths="lambda", note="λ·Σ ΔW_i, λ chosen per case on a separate training seed"),
+    Method("l2_average", "L2-weighted average", BASELINE, {"mode": "l2_weighted_average", **NO_AUTO},
+           note="seed 002 eq. 3, per group"),
+    Method("ties", "TIES (global, weight space)", BASELINE, {"mode": "ties", **NO_AUTO},
+           note="--mode ties: TIES in every shared group, loramerge's per-group density"),
+    Method("dare_ties", "DARE-TIES (global)", BASELINE, {"mode": "ties", "sparsify": "dare", **NO_AUTO},
+           note="--mode ties --sparsify dare, density 0.7 (preset)"),
+    Method("slerp", "SLERP (global)", BASELINE, {"mode": "slerp", **NO_AUTO}),
+    Method("knots_ties", "KnOTS+TIES", BASELINE, custom="knots_ties",
+           note="TIES on the coefficients of KnOTS' shared SVD basis (exactly low rank)"),
+    Method("ziplora", "ZipLoRA (weight space)", BASELINE, {"mode": "ziplora", **NO_AUTO}, max_loras=2,
+           note="--mode ziplora: learned per-column coefficients (seed 002 §2.5); two LoRAs only"),
+    Method("basis_ties", "TIES (global, basis space)", BASELINE, {"mode": "ties", "basis_space": True, **NO_AUTO},
+           note="--mode ties --basis-space: TIES on shared QR-basis coefficients"),
+    # -- loramerge auto ----------------------------------------------------------------------------
+    Method("auto", "loramerge auto (defaults)", AUTO, {}, note="--mode auto, every default"),
+    # -- ablations (paper §7.2): one component switched -------------------------------------------------
+    Method("auto_global", "auto, global decision", ABLATION, {"optimization": "global"},
+           note="per-group vs global strategy selection"),
+    Method("auto_additive", "auto, additive optimization", ABLATION, {"optimization": "additive"},
+           note="weighted_sum everywhere, auto-strength on"),
+    Method("auto_raw_conflict", "auto, raw conflict", ABLATION, {"use_excess": False},
+           note="excess vs raw sign conflict"),
+    Method("auto_uniform", "auto, 1/N instead of auto-strength", ABLATION, NO_AUTO, strengths="inverse_n",
+           note="auto-strength vs fixed uniform scaling 1/N"),
+    Method("auto_no_strength", "auto, no auto-strength", ABLATION, NO_AUTO, note="strengths 1, no scaling"),
+    Method("auto_refine", "auto, refine (TALL+orth.)", ABLATION, {"refine": "refine"}, note="refinement level 'refine'"),
+    Method("auto_refine_full", "auto, refine full (+KnOTS)", ABLATION, {"refine": "full"}, note="refinement level 'full'"),
+    Method("auto_no_smoothing", "auto, no decision smoothing", ABLATION, {"smoothing": 0.0}, note="λ = 0 vs 0.25"),
+    Method("auto_materialize", "auto, materialised at rank r", ABLATION, {"rank": 8},
+           note="every group re-factorised at the input rank (SVD) instead of the exact rank-Σr patch"),
+    Method("auto_dare", "auto + DARE", ABLATION, {"sparsify": "dare"}, note="sparsification"),
+    Method("auto_della", "auto + DELLA", ABLATION, {"sparsify": "della"}, note="sparsification"),
+    Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {"sparsify": "dare_conflict"},
+           note="sparsification"),
+    Method("auto_basis", "auto, basis-space TIES", ABLATION, {"basis_space": True}, note="weight vs basis space"),
+    # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
+    Method("cand_floor1", "candidate: orthogonal floor 1.0", CANDIDATE, {}, what_if="floor1",
+           note="auto-strength floor 1.0 instead of 0.85 for near-orthogonal LoRAs"),
+    Method("cand_orth_sum", "candidate: orthogonal groups summed", CANDIDATE, {}, what_if="orth_sum",
+           note="decision rule 3 gives weighted_sum instead of average/SLERP"),
+    Method("cand_orth_sum_floor1", "candidate: orthogonal summed, floor 1.0", CANDIDATE, {}, what_if="orth_sum_floor1",
+           note="both changes"),
+    Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, {}, what_if="ratio_rule",
+           note="the reference's rule: orthogonal groups with magnitude ratio ≥ 2 → weighted_sum"),
+    Method("cand_ratio_rule_floor1", "candidate: imbalanced orthogonal summed, floor 1.0", CANDIDATE, {},
+           what_if="ratio_rule_floor1", note="the reference's rule and floor 1.0"),
+)
+
+BY_NAME = {m.name: m for m in METHODS}
+LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+RATIO_RULE = 2.0  # the reference's magnitude ratio for sending an orthogonal pair to weighted_sum
+
+
+@contextlib.contextmanager
+def what_if(kind: str | None):
+    """Swap one loramerge function in this process for the duration of one merge (see module doc)."""
+    if kind is None:
+        yield
+        return
+    import loramerge.plan as plan_mod
+    import loramerge.select as select_mod
+
+    saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide
+    try:
+        if kind in ("floor1", "orth_sum_floor1", "ratio_rule_floor1"):
+            def preset_for(architecture, name=None, _orig=saved_preset):
+                return dataclasses.replace(_orig(architecture, name), orthogonal_floor=1.0)
+            plan_mod.preset_for = preset_for
+        if kind in ("orth_sum", "orth_sum_floor1", "ratio_rule", "ratio_rule_floor1"):
+            ratio = RATIO_RULE if kind.startswith("ratio_rule") else 0.0
+
+            def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
+                d = _orig(key, s, m, preset, strategy_set)
+                if (d.strategy in ("weighted_average", "slerp") and d.reason.startswith("orthogonal")
+                        and m.magnitude_ratio >= ratio):
+                    return dataclasses.replace(d, strategy="weighted_sum", reason=d.reason + "; what-if: summed")
+                return d
+            select_mod.decide = decide
+        yield
+    finally:
+        plan_mod.preset_for, select_mod.decide = saved_preset, saved_decide
+
+
+def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:
+    if method.strengths == "inverse_n":
+        return [1.0 / n] * n
+    if method.strengths == "lambda":
+        return [float(lam if lam is not None else 1.0)] * n
+    return [1.0] * n
+
+
+def run_method(method: Method, paths: list[Path], out: Path, *, seed: int, lam: float | None = None,
+               names: list[str] | None = None) -> dict:
+    """Merge `paths` with `method` into `out`; returns a summary of loramerge's report."""
+    from loramerge.api import merge
+
+    names = names or [Path(p).stem for p in paths]
+    inputs = [{"path": str(p), "strength_model": s, "name": n}
+              for p, s, n in zip(paths, strengths_for(method, len(paths), lam), names)]
+    if method.custom == "knots_ties":
+        return knots_ties(inputs, out, seed=seed)
+    with what_if(method.what_if):
+        result = merge(inputs, arch="unknown", seed=seed, **method.options)
+    result.save(out)
+    return summarize(result.report)
+
+
+def summarize(report: dict) -> dict:
+    """The parts of loramerge's report the benchmark keeps (per LoRA retention, per group decisions)."""
+    return {
+        "auto_strength": report["auto_strength"]["model"],
+        "auto_strength_reason": (report.get("auto_strength_detail", {}).get("model") or {}).get("reason"),
+        "strategy_counts": report["strategy_counts"],
+        "retention_report": {lo["name"]: lo["retention"] for lo in report["loras"]},
+        "pairs": [{"a": p["a"], "b": p["b"], "cosine": p["cosine"]} for p in report["pairs"]],
+        "groups": [{k: g[k] for k in ("key", "strategy", "cosine", "conflict", "effective_conflict",
+                                      "subspace_overlap", "magnitude_ratio", "retention", "rank", "compression_error")}
+                   for g in report["groups"]],
+        "warnings": report["warnings"],
+    }
+
+
+def knots_ties(inputs: list[dict], out: Path, *, seed: int) -> dict:
+    """KnOTS+TIES from loramerge's parts: its analysis picks each group's TIES density and sign
+    vote (as ``--mode ties`` does); the TIES merge runs on KnOTS basis coefficients; loramerge's
+    writer writes the file."""
+    from loramerge.api import analyze
+    from loramerge.formats.writers import OutputItem, write
+    from loramerge.session import group_generator
+    from loramerge.strategies import TiesParams, knots_basis, merge_in_basis
+    from loramerge.types import LowRank
+
+    session, plan, _ = analyze(inputs, arch="unknown", seed=seed, mode="ties", auto_strength=False)
+    items, counts = [], {}
+    for key in session.keys:
+        loras = session.groups[key]
+        patches = [session.load(i, key) for i in loras]
+        weights = [session.cfg.inputs[i].strength_model for i in loras]
+        if len(patches) == 1:
+            merged = patches[0].scaled(weights[0])
+            counts["weighted_sum"] = counts.get("weighted_sum", 0) + 1
+        else:
+            d = plan.decisions[key]
+            basis = knots_basis([p.up * p.scale for p in patches], [p.down for p in patches])
+            res = merge_in_basis("ties", basis, weights, TiesParams(density=d.density, sign_method=d.sign_method),
+                                 generator=group_generator(seed, key))
+            merged = LowRank(res.up.float().contiguous(), res.down.float().contiguous(), 1.0, patches[0].shape)
+            counts["knots_ties"] = counts.get("knots_ties", 0) + 1
+        items.append(OutputItem(*session.targets[key], merged))
+    write(out, items, session.table, "kohya")
+    return {"auto_strength": None, "auto_strength_reason": None, "strategy_counts": counts,
+            "retention_report": {}, "pairs": [], "groups": [], "warnings": []}
+
+
+def retention(merged: dict[str, torch.Tensor], inputs: list[dict[str, torch.Tensor]]) -> list[float]:
+    """⟨M, ΔW_i⟩ / ‖ΔW_i‖² summed over groups, against each *unscaled* input LoRA (strength 1):
+    how much of each LoRA is in the merge, whatever strengths or auto-strength the method used."""
+    out = []
+    for d in inputs:
+        num = sum(float((merged[k].double() * v.double()).sum()) for k, v in d.items() if k in merged)
+        den = sum(float(v.double().pow(2).sum()) for v in d.values())
+        out.append(num / den if den else 0.0)
+    return out

@@ -1,0 +1,131 @@
+"""Run the benchmark: a small dependency graph of jobs on a pool of worker processes.
+
+Training jobs (evaluator, base per seed, LoRA per seed) write to the cache and are skipped when
+their artefact is there; measurement jobs (singles, λ tuning, cases) always run, since they
+measure loramerge as it is now.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import jobs as J
+from .config import CASES, LORAS, BenchConfig
+
+
+@dataclass
+class Job:
+    key: str
+    fn: Callable
+    args: tuple | Callable[[dict], tuple]
+    deps: tuple[str, ...] = ()
+    priority: int = 0
+
+
+def plan_jobs(cfg: BenchConfig, cache: Path) -> list[Job]:
+    seeds = list(cfg.seeds)
+    tune = "task_arithmetic" in cfg.methods
+    train_seeds = seeds + ([cfg.tuning_seed] if tune else [])
+    out = [Job("evaluator", J.job_evaluator, (cfg, cache), priority=0)]
+    for k, s in enumerate(train_seeds):
+        out.append(Job(f"base/{s}", J.job_base, (cfg, cache, s), priority=1 + k))
+    for s in train_seeds:
+        for name in LORAS:
+            out.append(Job(f"lora/{s}/{name}", J.job_lora, (cfg, cache, s, name), (f"base/{s}",), priority=10))
+    trained = lambda s: ("evaluator", f"base/{s}", *(f"lora/{s}/{n}" for n in LORAS))
+    for s in seeds:
+        out.append(Job(f"singles/{s}", J.job_singles, (cfg, cache, s), trained(s), priority=30))
+    for case in cfg.cases:
+        if tune:
+            out.append(Job(f"tune/{case}", J.job_tune, (cfg, cache, case), trained(cfg.tuning_seed), priority=20))
+        for k, s in enumerate(seeds):
+            keep = k == cfg.grid_seed_index
+
+            def args(res, s=s, case=case, keep=keep):
+                lam = res[f"tune/{case}"]["lambda"] if tune else None
+                return (cfg, cache, s, case, lam, keep)
+            deps = trained(s) + ((f"tune/{case}",) if tune else ())
+            out.append(Job(f"case/{s}/{case}", J.job_case, args, deps, priority=40))
+    return out
+
+
+def execute(jobs: list[Job], *, workers: int, threads: int, log=print) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    pending = {j.key: j for j in jobs}
+    t0 = time.perf_counter()
+
+    def ready() -> list[Job]:
+        return sorted((j for j in pending.values() if all(d in results for d in j.deps)), key=lambda j: (j.priority, j.key))
+
+    def args_of(j: Job) -> tuple:
+        return j.args(results) if callable(j.args) else j.args
+
+    def done(j: Job, r: dict) -> None:
+        results[j.key] = r
+        log(f"[{time.perf_counter() - t0:7.1f}s] {j.key} done ({r.get('seconds', 0.0):.1f}s)")
+
+    if workers <= 1:
+        J.init_worker(threads)
+        while pending:
+            todo = ready()
+            if not todo:
+                raise RuntimeError(f"unsatisfiable dependencies: {sorted(pending)}")
+            j = pending.pop(todo[0].key)
+            done(j, j.fn(*args_of(j)))
+        return results
+
+    ctx = mp.get_context("spawn")
+    running: dict[Future, Job] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=J.init_worker,
+                             initargs=(threads,)) as pool:
+        while pending or running:
+            for j in ready():
+                if len(running) >= workers:
+                    break
+                pending.pop(j.key)
+                running[pool.submit(j.fn, *args_of(j))] = j
+            if not running:
+                raise RuntimeError(f"unsatisfiable dependencies: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                done(running.pop(f), f.result())
+    return results
+
+
+def run(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, workers: int, threads: int,
+        log=print, fresh_cache: bool = False) -> tuple[dict, list[str]]:
+    """Train (or reuse) everything, measure every method, write the JSON, the grids and the page.
+    Returns (raw results, sanity failures)."""
+    from .report import write_outputs
+
+    cache.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = execute(plan_jobs(cfg, cache), workers=workers, threads=threads, log=log)
+    wall = time.perf_counter() - t0
+    env = {"workers": workers, "threads_per_worker": threads, "python": sys.version.split()[0],
+           "fresh_cache": fresh_cache}
+    with open(last_run_path(cfg, cache), "wb") as fh:  # lets --report-only re-render without re-measuring
+        pickle.dump({"results": results, "wall": wall, "env": env}, fh)
+    return write_outputs(cfg, results, out_dir=out_dir, doc=doc, wall_seconds=wall, env=env)
+
+
+def last_run_path(cfg: BenchConfig, cache: Path) -> Path:
+    return cache / f"last_run_{cfg.name}.pkl"
+
+
+def report_only(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path) -> tuple[dict, list[str]]:
+    """Re-render QUALITY.md, the JSON and the grids from the last run's raw results."""
+    from .report import write_outputs
+
+    with open(last_run_path(cfg, cache), "rb") as fh:
+        last = pickle.load(fh)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_outputs(cfg, last["results"], out_dir=out_dir, doc=doc, wall_seconds=last["wall"], env=last["env"])

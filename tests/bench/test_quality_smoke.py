@@ -1,0 +1,82 @@
+"""Smoke test of the merge quality benchmark (bench/quality): the whole pipeline at toy size.
+
+Trains a tiny base model, the four LoRAs and the evaluator, merges two cases with a few methods
+through loramerge, samples, scores and writes QUALITY.md, results.json and the PNG grids. At this
+size the models learn next to nothing, so the sanity checks are computed and reported but their
+thresholds are not asserted (the full benchmark asserts them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+import zlib
+
+import numpy as np
+import torch
+
+from bench.quality.config import SMOKE
+from bench.quality.png import write_png
+from bench.quality.runner import run
+
+
+def test_quality_benchmark_smoke(tmp_path):
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        payload, failures = run(SMOKE, cache=tmp_path / "cache", out_dir=tmp_path / "quality",
+                                doc=tmp_path / "QUALITY.md", workers=1, threads=1, log=lambda msg: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert time.perf_counter() - t0 < 60
+
+    data = json.loads((tmp_path / "quality" / "results.json").read_text())
+    cases = data["aggregate"]["cases"]
+    assert set(cases) == set(SMOKE.cases)
+    for case, c in cases.items():
+        assert set(c["methods"]) == set(SMOKE.methods)
+        assert c["ranks"]["auto"] >= 1
+        for name, entry in c["methods"].items():
+            mean, std = entry["primary"]
+            assert 0.0 <= mean <= 1.0 and std == 0.0, (case, name)  # one seed
+            assert all(math.isfinite(v[0]) for v in entry["retention"].values())
+        # additive keeps every LoRA whole; the average halves the pair
+        assert c["methods"]["additive"]["retention"][c["loras"][0]][0] > c["methods"]["average"]["retention"][c["loras"][0]][0]
+    # the sanity checks are computed (not asserted at this size)
+    assert len(data["sanity"]) == 5 and all(isinstance(s["ok"], bool) for s in data["sanity"])
+    assert isinstance(failures, list)
+    # the merges went through loramerge: its report's decisions are kept
+    auto = data["raw"]["case/0/subject+style"]["rows"]["auto"]
+    assert sum(auto["strategy_counts"].values()) == len(auto["groups"]) > 0
+    assert data["raw"]["tune/subject+style"]["lambda"] in (0.4, 0.55, 0.7, 0.85, 1.0, 1.2)
+
+    md = (tmp_path / "QUALITY.md").read_text()
+    assert "## Where loramerge auto ranks" in md and "## Sanity" in md
+    for case in SMOKE.cases:
+        png = tmp_path / "quality" / f"grid_{case.replace('+', '_').replace(' ', '_')}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _read_png(data: bytes) -> np.ndarray:
+    pos, idat, w = 8, b"", None
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0]
+        if kind == b"IHDR":
+            w, h = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    rows = [raw[y * (w + 1):(y + 1) * (w + 1)] for y in range(h)]
+    assert all(r[0] == 0 for r in rows)
+    return np.frombuffer(b"".join(r[1:] for r in rows), dtype=np.uint8).reshape(h, w)
+
+
+def test_png_writer_round_trip(tmp_path):
+    img = (np.arange(7 * 5) * 7 % 256).astype(np.uint8).reshape(7, 5)
+    path = write_png(tmp_path / "x.png", img)
+    np.testing.assert_array_equal(_read_png(path.read_bytes()), img)
