@@ -37,38 +37,6 @@ UNLOADED_MESSAGES = (
 )
 
 
-KOHYA_ALPHA = ("loramerge bug (writers.py, kohya/comfy `.alpha` = each module's own rank): diffusers 0.42's "
-               "kohya loader builds alpha_pattern keys that match no module for attention projections "
-               "(`...attn2.processor.to_k_lora.down.weight`) and CLIP modules (`encoder.layers.1.self_attn`, "
-               "module name dropped), so a module whose alpha differs from the file's most common alpha is "
-               "scaled by common_alpha/rank != 1. Fix: write one alpha value for the whole file.")
-TE_METADATA = ("loramerge bug (writers.py `_diffusers`/`_peft_metadata`): lora_adapter_metadata lists CLIP "
-               "target_modules/rank_pattern as `text_model.encoder.layers...`; diffusers builds the LoraConfig "
-               "from it as is, and transformers 5's CLIPTextModel has no `text_model.` module, so PEFT raises "
-               "NoMatchingPeftModuleError. Fix: drop `text_model.` from text-encoder paths in the metadata.")
-
-RANK_PATTERN = ("loramerge bug (writers.py `_peft_metadata`): rank_pattern/alpha_pattern keys are plain module "
-                "paths, but PEFT matches them as suffixes (`(.*\\.)?(key)$`) and takes the first match in dict "
-                "order; in a FLUX merge whose most common rank is 32, the top-level `proj_out` (r=4) is in the "
-                "pattern and shadows `single_transformer_blocks.1.proj_out` (r=8), so PEFT builds a rank-4 layer "
-                "and diffusers fails on the size mismatch. Fix: anchor the keys (`^` + re.escape(path)).")
-
-
-def known_bugs(fmt: str, component: str, mixed_ranks: bool) -> list:
-    """xfail marks for the loramerge bugs this folder found (strict: a fix turns them into failures
-    until the mark is removed). `mixed_ranks`: some attention (UNet) or CLIP module of the component
-    has a rank other than the component's most common one, so its kohya alpha (= rank) is too."""
-    import pytest
-    from peft.utils.error import NoMatchingPeftModuleError
-
-    marks = []
-    if fmt == "kohya" and mixed_ranks and component in ("unet", "text_encoder", "text_encoder_2"):
-        marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=KOHYA_ALPHA))
-    if fmt == "diffusers" and component == "text_encoder":
-        marks.append(pytest.mark.xfail(strict=True, raises=NoMatchingPeftModuleError, reason=TE_METADATA))
-    return marks
-
-
 @dataclass
 class DiffusersLoad:
     """A file loaded into fresh models with diffusers, fused and unloaded."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ._common import expected_deltas
-from ._diffusers import SDXL_COMPONENTS, assert_loaded_exactly, known_bugs, load_sdxl, load_transformer
+from ._diffusers import SDXL_COMPONENTS, assert_loaded_exactly, load_sdxl, load_transformer
 
 # fixture -> SDXL components its file adapts
 SDXL_SOURCES = {
@@ -26,10 +26,9 @@ def _cases():
             if fmt == "diffusers" and name == "sdxl_lycoris_tucker":
                 continue  # folded to a plain LoCon by loramerge: the locon file covers it (time)
             for comp in comps:
-                # sdxl_peft_diffusers' rank patterns: attn2.to_k r=2 and CLIP-L layers.1.q_proj r=2 among r=4
-                # (loramerge writes alpha = rank, so their alpha is not the file's most common one)
-                mixed_ranks = name == "sdxl_peft_diffusers" and comp in ("unet", "text_encoder")
-                yield pytest.param(fmt, name, comp, marks=known_bugs(fmt, comp, mixed_ranks), id=f"{fmt}-{name}-{comp}")
+                # sdxl_peft_diffusers has mixed ranks (attn2.to_k and CLIP-L layers.1.q_proj r=2 among
+                # r=4): it pins the one-alpha-per-file kohya output that diffusers needs
+                yield pytest.param(fmt, name, comp, id=f"{fmt}-{name}-{comp}")
 
 
 @pytest.mark.parametrize("fmt, name, component", list(_cases()))

@@ -20,10 +20,8 @@ from tests.fixtures import truth_key
 from ._comfy import assert_loaded_exactly as assert_comfy_exact
 from ._common import expected_deltas
 from ._diffusers import (
-    RANK_PATTERN,
     SDXL_COMPONENTS,
     assert_loaded_exactly,
-    known_bugs,
     load_sdxl,
     load_transformer,
 )
@@ -91,7 +89,7 @@ def test_sdxl_weighted_sum_kohya_loads_exactly_in_comfyui(real_fixtures, merged,
 
 
 @pytest.mark.parametrize("fmt, component", [
-    pytest.param(fmt, comp, marks=known_bugs(fmt, comp, mixed_ranks=comp != "text_encoder_2"), id=f"{fmt}-{comp}")
+    pytest.param(fmt, comp, id=f"{fmt}-{comp}")
     for fmt in ("kohya", "diffusers") for comp in SDXL_COMPONENTS
 ])
 def test_sdxl_weighted_sum_loads_exactly_in_diffusers(real_fixtures, merged, fmt, component):
@@ -104,10 +102,7 @@ def test_sdxl_weighted_sum_loads_exactly_in_diffusers(real_fixtures, merged, fmt
                           f"SDXL weighted_sum as {fmt}, {component}")
 
 
-# FLUX: the LoKr full-matrix attention makes 32 the most common rank, so the top-level proj_out
-# (rank 4) lands in rank_pattern, where PEFT also matches it against single_transformer_blocks.N.proj_out.
-FLUX_BUG = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=RANK_PATTERN)
-TRANSFORMER_PAIRS = [pytest.param(FLUX_PAIR, "flux", False, marks=FLUX_BUG, id="flux"),
+TRANSFORMER_PAIRS = [pytest.param(FLUX_PAIR, "flux", False, id="flux"),
                      pytest.param(WAN_PAIR, "wan", True, id="wan")]
 
 

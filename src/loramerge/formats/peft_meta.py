@@ -20,6 +20,8 @@ class PeftConfig:
     def scale(self, module_path: str, rank: int) -> float:
         """PEFT's scaling for `module_path` (relative to its component) at the stored `rank`."""
         alpha = _match(self.alpha_pattern, module_path)
+        if alpha is None and module_path.startswith("text_model."):  # transformers 5 module names
+            alpha = _match(self.alpha_pattern, module_path.removeprefix("text_model."))
         if alpha is None:
             alpha = self.lora_alpha if self.lora_alpha is not None else rank
         return float(alpha) / (math.sqrt(rank) if self.use_rslora else rank)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -195,14 +196,18 @@ def _rows(patch: Patch) -> int:
 
 
 # -- formats ----------------------------------------------------------------------------------------
-def _lora_tensors(prefix: str, patch: LowRank, down_name: str, up_name: str) -> dict[str, torch.Tensor]:
-    """down/up in the weight's layout (conv: down [r,in,kh,kw], up [out,r,1,1]) with alpha = rank."""
-    up, down = patch.up * patch.scale, patch.down
+def _lora_tensors(prefix: str, patch: LowRank, down_name: str, up_name: str,
+                  alpha: float | None = None) -> dict[str, torch.Tensor]:
+    """down/up in the weight's layout (conv: down [r,in,kh,kw], up [out,r,1,1]).
+
+    ``alpha`` (default: the rank) is written as the ``.alpha`` tensor and the scale it implies is
+    undone in ``up``, so that ``alpha/rank · up @ down`` is the patch for every client."""
+    alpha = float(patch.rank) if alpha is None else float(alpha)
+    up, down = patch.up * (patch.scale * patch.rank / alpha), patch.down
     if patch.shape is not None and len(patch.shape) > 2:
         down = down.reshape(patch.rank, *patch.shape[1:])
         up = up.reshape(*up.shape, *([1] * (len(patch.shape) - 2)))
-    return {f"{prefix}.{down_name}": down, f"{prefix}.{up_name}": up,
-            f"{prefix}.alpha": torch.tensor(float(patch.rank))}
+    return {f"{prefix}.{down_name}": down, f"{prefix}.{up_name}": up, f"{prefix}.alpha": torch.tensor(alpha)}
 
 
 def _dense_tensors(prefix: str, param: str, patch: Patch, is_norm: bool) -> dict[str, torch.Tensor]:
@@ -220,16 +225,29 @@ def _native_items(items, table, report, lossy, name_of, down_name, up_name):
     tensors: dict[str, torch.Tensor] = {}
     grouped = _by_module(items, table)
     fused = {key: _fuse(key[0], parts, table) for key, parts in grouped.items()}
+    alpha = _file_alpha(fused.values())
     for (module, param), patch in fused.items():
         prefix = name_of(module)
         if param == "weight" and isinstance(patch, LowRank):
-            tensors.update(_lora_tensors(prefix, patch, down_name, up_name))
+            tensors.update(_lora_tensors(prefix, patch, down_name, up_name, alpha))
             continue
         weight = fused.get((module, "weight"))
         is_norm = weight is not None and _is_1d(weight)  # norm layers have 1-D weights
         tensors.update(_dense_tensors(prefix, param, patch, is_norm))
     report.modules = len({m for m, _ in grouped})
     return tensors, {}
+
+
+def _file_alpha(patches) -> float | None:
+    """One alpha for the whole file: the most common rank (ties: the smallest).
+
+    diffusers' kohya loader matches per-module alphas by names that do not match its modules and
+    so applies the file's most common alpha to every module; with one alpha everywhere (and the
+    scale folded into ``up``) every client computes the same ΔW."""
+    ranks = [p.rank for p in patches if isinstance(p, LowRank)]
+    if not ranks:
+        return None
+    return float(min(set(ranks), key=lambda r: (-ranks.count(r), r)))
 
 
 def _is_1d(patch: Patch) -> bool:
@@ -283,12 +301,18 @@ def _diffusers(items, table, report, lossy):
 
 
 def _peft_metadata(configs: dict[str, dict]) -> dict:
-    """alpha = rank everywhere: r/lora_alpha = the most common rank, patterns for the others."""
+    """alpha = rank everywhere: r/lora_alpha = the most common rank, patterns for the others.
+
+    Pattern keys are anchored (``^path``): PEFT matches them as suffixes and takes the first
+    match, so ``proj_out`` would also catch ``single_transformer_blocks.1.proj_out``. Text-encoder
+    paths drop ``text_model.``: transformers 5's CLIPTextModel has no such module (PEFT matches
+    target modules by suffix, so transformers 4 still finds them)."""
     flat: dict = {}
     for component, cfg in configs.items():
-        ranks = cfg["ranks"]
-        common = max(set(ranks.values()), key=list(ranks.values()).count)
-        pattern = {path: r for path, r in ranks.items() if r != common}
+        strip = component.startswith("text_encoder")
+        ranks = {(path.removeprefix("text_model.") if strip else path): r for path, r in cfg["ranks"].items()}
+        common = max(set(ranks.values()), key=lambda r: (list(ranks.values()).count(r), -r))
+        pattern = {"^" + re.escape(path): r for path, r in ranks.items() if r != common}
         flat.update({f"{component}.r": common, f"{component}.lora_alpha": common,
                      f"{component}.rank_pattern": pattern, f"{component}.alpha_pattern": dict(pattern),
                      f"{component}.target_modules": sorted(ranks), f"{component}.use_dora": False,
