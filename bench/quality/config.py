@@ -50,6 +50,7 @@ class BenchConfig:
     methods: tuple[str, ...] = tuple(m.name for m in METHODS)
     grid_seed_index: int = 0                # which seed's samples the PNG grids show
     sanity_margin: float = 0.3              # single LoRA rate − base rate must exceed this (mean over seeds)
+    content_guard: float = 0.10             # content more than this below the case's LoRAs alone: flagged (†)
     assert_sanity: bool = True
     extra: dict = field(default_factory=dict)
 

@@ -157,21 +157,31 @@ class _Scorer:
 
 
 def job_tune(cfg: BenchConfig, cache: Path, case: str) -> dict:
-    """Task arithmetic's λ for `case`, chosen on the tuning seed by the case's primary metric."""
+    """Task arithmetic's λ for `case`, chosen on the tuning seed: the best primary metric among the
+    λ whose content stays within `cfg.content_guard` of the case's LoRAs alone (the worst of them),
+    as a user tuning by eye would not take a λ whose other prompts stop drawing their digits;
+    none passing: the best content."""
     t0 = time.perf_counter()
     loras, primary = CASES[case]
     seed = cfg.tuning_seed
     paths = [lora_path(cfg, cache, seed, n) for n in loras]
     scorer = _Scorer(cfg, cache, seed, noise_seed(seed))
-    scores = {}
+    alone = {n: scorer.score(p, (n,))[0]["content"] for n, p in zip(loras, paths)}
+    floor = min(alone.values()) - cfg.content_guard
+    scores, content = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for lam in LAMBDAS:
             out = Path(tmp) / f"lam_{lam}.safetensors"
             run_method(BY_NAME["task_arithmetic"], paths, out, seed=seed, lam=lam, names=list(loras))
             rates, *_ = scorer.score(out, loras)
-            scores[str(lam)] = rates[primary]
-    best = max(LAMBDAS, key=lambda lam: (round(scores[str(lam)], 9), -abs(lam - 1.0)))  # ties: nearer 1
-    return {"case": case, "lambda": best, "scores": scores, "seconds": time.perf_counter() - t0}
+            scores[str(lam)], content[str(lam)] = rates[primary], rates["content"]
+    ok = [lam for lam in LAMBDAS if content[str(lam)] >= floor - 1e-9]
+    if ok:
+        best = max(ok, key=lambda lam: (round(scores[str(lam)], 9), -abs(lam - 1.0)))  # ties: nearer 1
+    else:
+        best = max(LAMBDAS, key=lambda lam: content[str(lam)])
+    return {"case": case, "lambda": best, "scores": scores, "content": content, "content_alone": alone,
+            "content_floor": floor, "seconds": time.perf_counter() - t0}
 
 
 def job_case(cfg: BenchConfig, cache: Path, seed: int, case: str, lam: float | None, keep_images: bool) -> dict:

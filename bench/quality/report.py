@@ -15,6 +15,24 @@ from .config import CASES, BenchConfig
 from .methods import ABLATION, AUTO, BASELINE, BY_NAME, CANDIDATE, LAMBDAS
 from .png import labelled_grid, write_png
 
+COMPARISONS = (  # (question, A, B)
+    ("near-orthogonal groups summed, floor 1.0, instead of averaged/SLERPed", "cand_orth_sum_floor1", "auto"),
+    ("near-orthogonal groups summed (floor 0.85)", "cand_orth_sum", "auto"),
+    ("only imbalanced orthogonal groups summed (reference rule)", "cand_ratio_rule", "auto"),
+    ("auto-strength floor 1.0 vs 0.85, once orthogonal groups are summed", "cand_orth_sum_floor1", "cand_orth_sum"),
+    ("stacking vs averaging", "additive", "average"),
+    ("stacking vs SLERP", "additive", "slerp"),
+    ("basis-space vs weight-space TIES", "basis_ties", "ties"),
+    ("KnOTS-basis vs weight-space TIES", "knots_ties", "ties"),
+    ("per-group vs global decision", "auto", "auto_global"),
+    ("excess vs raw conflict", "auto", "auto_raw_conflict"),
+    ("auto-strength vs 1/N", "auto", "auto_uniform"),
+    ("decision smoothing 0.25 vs 0", "auto", "auto_no_smoothing"),
+    ("refinement 'refine' vs none", "auto_refine", "auto"),
+    ("refinement 'full' vs 'refine'", "auto_refine_full", "auto_refine"),
+    ("exact low-rank patch vs materialised at rank r", "auto", "auto_materialize"),
+    ("DARE vs no sparsification", "auto_dare", "auto"),
+)
 METRICS = ("subject", "bold", "slant", "thin", "joint", "effect_mean", "content")
 HERE = Path(__file__).resolve().parent
 
@@ -67,8 +85,20 @@ def aggregate(cfg: BenchConfig, results: dict) -> dict:
                 e["vs_auto"] = {"better": sum(x > y + 1e-9 for x, y in zip(e["per_seed_primary"], a)),
                                 "equal": sum(abs(x - y) <= 1e-9 for x, y in zip(e["per_seed_primary"], a)),
                                 "worse": sum(x < y - 1e-9 for x, y in zip(e["per_seed_primary"], a))}
+        floor = min(singles[lo]["content"][0] for lo in loras) - cfg.content_guard
+        for e in per.values():
+            e["content_flag"] = bool(e["content"][0] < floor - 1e-9)
+        kept = [n for n in ranked if not per[n]["content_flag"]]
+        ranks_kept = _competition_ranks({n: per[n]["primary"][0] for n in kept})
+        dominated = []
+        if "auto" in per:
+            a = per["auto"]
+            dominated = [n for n in ranked if n != "auto" and per[n]["primary"][0] >= a["primary"][0]
+                         and per[n]["content"][0] >= a["content"][0]
+                         and (per[n]["primary"][0] > a["primary"][0] or per[n]["content"][0] > a["content"][0])]
         cases[case] = {"loras": loras, "primary": primary, "methods": per, "ranking": ranked, "ranks": ranks,
-                       "auto_rank_per_seed": seed_ranks}
+                       "auto_rank_per_seed": seed_ranks, "content_floor": floor, "ranking_kept": kept,
+                       "ranks_kept": ranks_kept, "auto_dominated_by": dominated}
     return {"singles": singles, "cases": cases}
 
 
@@ -205,16 +235,27 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
     # -- headline
     L += ["", "## Where loramerge auto ranks", "",
           "Rank of `auto` (every default) among the baselines and itself, by each case's primary metric (mean over seeds; "
-          "equal means share a rank), and auto's rank on each seed separately.", "",
-          "| case | primary metric | auto | rank | rank per seed | best method | best |",
-          "|---|---|---|---|---|---|---|"]
+          "equal means share a rank); auto's rank on each seed separately; its rank among the methods that keep "
+          f"content within {cfg.content_guard:g} of the case's LoRAs alone (the others are marked † in the case "
+          "tables: they buy effect rates by breaking the other prompts' digits); and the baselines that beat auto on "
+          "both the primary metric and content (auto is Pareto-dominated by them).", "",
+          "| case | primary metric | auto (content) | rank | rank per seed | best method | best (content) | rank, content kept "
+          "| best, content kept | dominate auto |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for case, c in agg["cases"].items():
         if "auto" not in c["methods"]:
             continue
         best = c["ranking"][0]
-        L.append(f"| {case} | {c['primary']} | {fmt(c['methods']['auto']['primary'])} | "
-                 f"{c['ranks']['auto']} of {len(c['ranking'])} | {', '.join(map(str, c['auto_rank_per_seed']))} | "
-                 f"{BY_NAME[best].label} | {fmt(c['methods'][best]['primary'])} |")
+        kept = c["ranking_kept"]
+        best_kept = kept[0] if kept else None
+        rank_kept = f"{c['ranks_kept']['auto']} of {len(kept)}" if "auto" in c["ranks_kept"] else "† (auto breaks content)"
+        m = c["methods"]
+        L.append(f"| {case} | {c['primary']} | {fmt(m['auto']['primary'])} ({m['auto']['content'][0]:.2f}) | "
+                 f"**{c['ranks']['auto']} of {len(c['ranking'])}** | {', '.join(map(str, c['auto_rank_per_seed']))} | "
+                 f"{_label(c, best)} | {fmt(m[best]['primary'])} ({m[best]['content'][0]:.2f}) | {rank_kept} | "
+                 + (f"{_label(c, best_kept)}: {fmt(m[best_kept]['primary'])} ({m[best_kept]['content'][0]:.2f})"
+                    if best_kept else "–")
+                 + " | " + (", ".join(_label(c, n) for n in c["auto_dominated_by"]) or "none") + " |")
     # -- per case
     for case, c in agg["cases"].items():
         loras = c["loras"]
@@ -222,10 +263,10 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
         head, sep = _rates_header(loras)
         L += ["| rank | method | " + head[2:], "|---|---|" + sep[1:]]
         for n in c["ranking"]:
-            lam = c["methods"][n]["lambda"]
-            label = BY_NAME[n].label + (f" (λ = {lam:g})" if lam is not None else "")
+            label = _label(c, n)
             label = f"**{label}**" if n == "auto" else label
             L.append(f"| {c['ranks'][n]} | {label} | {_rates_cells(c['methods'][n], loras)} |")
+        L += ["", f"† content below {c['content_floor']:.2f} (the case's LoRAs alone: worst content − {cfg.content_guard:g})."]
         others = [n for n in c["methods"] if BY_NAME[n].family in (ABLATION, CANDIDATE)]
         if others and "auto" in c["methods"]:
             L += ["", "Ablations (one component of auto switched) and candidate defaults (emulated, not in loramerge); "
@@ -235,7 +276,7 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
             for n in others:
                 e = c["methods"][n]
                 delta, v = e["primary"][0] - auto, e["vs_auto"]
-                L.append(f"| {BY_NAME[n].label} | {fmt(e['primary'])} | {delta:+.2f} | {v['better']}/{v['equal']}/{v['worse']} | "
+                L.append(f"| {_label(c, n)} | {fmt(e['primary'])} | {delta:+.2f} | {v['better']}/{v['equal']}/{v['worse']} | "
                          f"{_rates_cells(e, loras)} |")
         if "auto" in c["methods"]:
             a = c["methods"]["auto"]
@@ -248,13 +289,35 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
             L += ["", f"![samples, {case}]({rel(out_dir / grids[case])})", "",
                   f"Rows: base, each LoRA alone, then every method (seed {seeds[cfg.grid_seed_index]}); columns: "
                   f"{8} samples of prompt 0, then one sample of each prompt 1–9."]
+    # -- METHOD §11 and §7.2 comparisons
+    rows = [(q, a, b) for q, a, b in COMPARISONS if any(a in c["methods"] and b in c["methods"] for c in agg["cases"].values())]
+    if rows:
+        L += ["", "## Head-to-head (METHOD §11 open points, §7.2 ablations)", "",
+              "Δ of the primary metric, A − B, mean over seeds, and on how many seeds A is better / equal / worse.", "",
+              "| question | A | B | " + " | ".join(agg["cases"]) + " |", "|---|---|---|" + "---|" * len(agg["cases"])]
+        for q, a, b in rows:
+            cells = []
+            for c in agg["cases"].values():
+                if a not in c["methods"] or b not in c["methods"]:
+                    cells.append("–")
+                    continue
+                pa, pb = c["methods"][a]["per_seed_primary"], c["methods"][b]["per_seed_primary"]
+                d = statistics.fmean(pa) - statistics.fmean(pb)
+                w = sum(x > y + 1e-9 for x, y in zip(pa, pb)), sum(abs(x - y) <= 1e-9 for x, y in zip(pa, pb)), \
+                    sum(x < y - 1e-9 for x, y in zip(pa, pb))
+                cells.append(f"{d:+.2f} ({w[0]}/{w[1]}/{w[2]})")
+            L.append(f"| {q} | {BY_NAME[a].label} | {BY_NAME[b].label} | " + " | ".join(cells) + " |")
     # -- λ tuning
     tunes = {k.split('/', 1)[1]: v for k, v in raw.items() if k.startswith("tune/")}
     if tunes:
-        L += ["", "## Task arithmetic: λ tuned on the separate seed", "",
-              "| case | " + " | ".join(f"λ={x:g}" for x in LAMBDAS) + " | chosen |", "|---|" + "---|" * (len(LAMBDAS) + 1)]
+        L += ["", f"## Task arithmetic: λ tuned on the separate seed ({cfg.tuning_seed})", "",
+              "Primary metric (content in brackets) per λ; chosen: the best primary metric among the λ whose content "
+              f"stays within {cfg.content_guard:g} of the case's LoRAs alone (the worst of them) on that seed.", "",
+              "| case | " + " | ".join(f"λ={x:g}" for x in LAMBDAS) + " | content floor | chosen |",
+              "|---|" + "---|" * (len(LAMBDAS) + 2)]
         for case, t in tunes.items():
-            L.append(f"| {case} | " + " | ".join(f"{t['scores'][str(x)]:.2f}" for x in LAMBDAS) + f" | {t['lambda']:g} |")
+            L.append(f"| {case} | " + " | ".join(f"{t['scores'][str(x)]:.2f} ({t['content'][str(x)]:.2f})" for x in LAMBDAS)
+                     + f" | {t['content_floor']:.2f} | {t['lambda']:g} |")
     notes = HERE / "NOTES.md"
     if cfg.name == "full" and notes.exists():
         L += ["", notes.read_text().strip()]
@@ -269,6 +332,12 @@ def _n_modules(cfg: BenchConfig) -> int:
     from .model import Denoiser, linear_names
 
     return len(linear_names(Denoiser(cfg.model)))
+
+
+def _label(c: dict, n: str) -> str:
+    e = c["methods"][n]
+    lam = e.get("lambda")
+    return BY_NAME[n].label + (f" (λ = {lam:g})" if lam is not None else "") + (" †" if e.get("content_flag") else "")
 
 
 def _auto_note(case: str, c: dict) -> list[str]:
@@ -287,7 +356,9 @@ def _group_table(raw: dict, seed: int, case: str, loras) -> list[str]:
     row = raw[f"case/{seed}/{case}"]["rows"].get("auto")
     if not row or not row["groups"]:
         return []
-    L = ["", f"auto's per-group decisions (seed {seed}; cos/conflict/overlap are pass-1 statistics, raw):", "",
+    L = ["", f"auto's per-group decisions (seed {seed}; cos / conflict / overlap / magnitude ratio are loramerge's pass-1 "
+         "statistics; *ret.* here is loramerge's per-group retention, relative to the auto-strength-scaled LoRA — "
+         "multiply by the scale for the share of the LoRA itself):", "",
          "| group | strategy | cos | eff. conflict | overlap | mag. ratio | " + " | ".join(f"ret. {lo}" for lo in loras) + " |",
          "|---|---|---|---|---|---|" + "---|" * len(loras)]
     f = lambda x: "–" if x is None else f"{x:.2f}"
@@ -311,14 +382,40 @@ def _strip(obj):
     return obj
 
 
+STAT_FIELDS = ("cosine", "conflict", "effective_conflict", "subspace_overlap", "magnitude_ratio")
+
+
+def _compact(raw: dict) -> dict:
+    """The JSON keeps each case/seed's pass-1 group statistics once (`group_stats`; they do not depend
+    on the method) and, per method, only what differs: strategy, retention, rank, compression error."""
+    out = {}
+    for key, value in raw.items():
+        if not key.startswith("case/"):
+            out[key] = value
+            continue
+        value = dict(value)
+        stats = {}
+        rows = {}
+        for name, row in value["rows"].items():
+            row = dict(row)
+            for g in row.get("groups", []):
+                stats.setdefault(g["key"], {f: g.get(f) for f in STAT_FIELDS})
+            row["groups"] = {g["key"]: {k: v for k, v in g.items() if k not in STAT_FIELDS and k != "key"}
+                             for g in row.get("groups", [])}
+            rows[name] = row
+        value["rows"], value["group_stats"] = rows, stats
+        out[key] = value
+    return out
+
+
 def write_outputs(cfg: BenchConfig, results: dict, *, out_dir: Path, doc: Path, wall_seconds: float,
                   env: dict) -> tuple[dict, list[str]]:
     agg = aggregate(cfg, results)
     checks = sanity(cfg, agg)
     grids = write_grids(cfg, results, out_dir)
     payload = {"config": cfg.to_dict(), "env": env, "wall_seconds": wall_seconds, "sanity": checks,
-               "aggregate": agg, "raw": results}
-    (out_dir / "results.json").write_text(json.dumps(_strip(payload), indent=1, sort_keys=True, default=str))
+               "aggregate": agg, "raw": _compact(results)}
+    (out_dir / "results.json").write_text(json.dumps(_strip(payload), indent=0, separators=(",", ":"), sort_keys=True, default=str))
     doc.write_text(markdown(cfg, agg, results, checks, grids, wall_seconds, env, doc, out_dir))
     failures = [c["check"] + f" ({c['value']})" for c in checks if not c["ok"]]
     return payload, failures
