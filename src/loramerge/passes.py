@@ -94,7 +94,9 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
     for p in extra:
         merged = p if merged is None else _concat(merged, p)
     merged, err = _refactor(merged, patches + extra, cfg, group_generator(cfg.seed, key + "#svd"))
-    contributions = dict(zip(loras + kept, [p.scaled(w) for p, w in zip(patches, weights)] + extra))
+    # retention against each LoRA at its *user* strength: auto-strength attenuation shows in it
+    user = [p.scaled(cfg.inputs[i].strength(te)) for p, i in zip(patches, loras)]
+    contributions = dict(zip(loras + kept, user + extra))
     norms2 = {i: inner(c, c) for i, c in contributions.items()}
     retention = {i: (inner(merged, c) / norms2[i] if norms2[i] > 0 else 0.0) for i, c in contributions.items()}
     rank = merged.rank if isinstance(merged, LowRank) else 0
@@ -158,7 +160,7 @@ def _strategy_params(strategy, d, cfg, preset):
 
     params = None
     if strategy == "ties":
-        density = (d.density if d and d.density else None) or cfg.density or preset.dare_density
+        density = cfg.density or (d.density if d and d.density else None) or preset.dare_density  # user's first
         params = S.TiesParams(density=density, sign_method=(d.sign_method if d and d.sign_method else "total"))
     sparsifier = None
     if cfg.sparsify is not SparsifyMode.NONE:

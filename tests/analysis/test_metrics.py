@@ -96,3 +96,8 @@ def test_group_stats_single_and_pair():
 ])
 def test_block_of(key, block):
     assert block_of(key) == block
+
+
+def test_block_of_underscored_unknown_names():
+    assert block_of("diffusion_model.blocks_3_attn_q") == "diffusion_model.blocks_3"
+    assert block_of("diffusion_model.layers_12_mlp") == "diffusion_model.layers_12"

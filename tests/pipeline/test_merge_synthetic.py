@@ -173,3 +173,23 @@ def test_randomized_svd_matches_full_svd_on_low_rank_plus_noise():
     full = factorize_dense(m, rank=8)
     assert fast.rel_error == pytest.approx(full.rel_error, rel=1e-3)
     torch.testing.assert_close(fast.patch.dense(), full.patch.dense(), rtol=1e-3, atol=1e-4)
+
+
+def test_user_density_wins_over_the_per_group_estimate(loras):
+    a, b = loras
+    low = merge([a, b], arch="unknown", mode="ties", density=0.2, auto_strength=False)
+    high = merge([a, b], arch="unknown", mode="ties", density=0.9, auto_strength=False)
+    key = "diffusion_model.blocks_0_q"
+    pl, ph = (next(g for g in r.groups if g.key == key).patch.dense() for r in (low, high))
+    assert not torch.allclose(pl, ph)
+
+
+def test_retention_shows_auto_strength_attenuation(tmp_path):
+    t1 = {"lora_unet_x.lora_down.weight": torch.eye(4)[:2], "lora_unet_x.lora_up.weight": torch.eye(4)[:, :2].contiguous()}
+    t2 = {"lora_unet_x.lora_down.weight": torch.eye(4)[2:], "lora_unet_x.lora_up.weight": torch.eye(4)[:, 2:].contiguous()}
+    save_file(t1, tmp_path / "p.safetensors")
+    save_file(t2, tmp_path / "q.safetensors")
+    res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum")
+    scale = res.plan.scale(False)
+    assert scale == pytest.approx(0.85)  # orthogonal pair: the sd_unet floor
+    assert res.report["groups"][0]["retention"] == {"p": pytest.approx(scale), "q": pytest.approx(scale)}

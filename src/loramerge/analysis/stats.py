@@ -13,12 +13,13 @@ from ..types import LowRank, Patch
 from .metrics import PairStats, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries, sample_positions
 
 DENSITY_RATIOS = (0.05, 0.10, 0.15)
-_BLOCK = re.compile(r"^(.*?\.(?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
-                    r"transformer_blocks|single_transformer_blocks|blocks|layers|block)\.\d+)")
+_BLOCK = re.compile(r"^(.*?[._](?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
+                    r"transformer_blocks|single_transformer_blocks|blocks|layers|block)[._]\d+)")
 
 
 def block_of(key: str) -> str:
-    """The block of a group: its first ``name.N`` stem (``input_blocks.4``, ``double_blocks.12``)."""
+    """The block of a group: its first ``name.N`` stem (``input_blocks.4``, ``double_blocks.12``);
+    kohya-style names kept by architecture 'unknown' use ``_`` (``blocks_3``)."""
     m = _BLOCK.match(key)
     return m.group(1) if m else key.rsplit(".", 1)[0]
 
