@@ -88,6 +88,17 @@ def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None
     return report
 
 
+def tensors_for(items: Iterable[OutputItem], table: ArchTable | None, fmt: OutputFormat | str, *,
+                dtype: torch.dtype = torch.float32, lossy: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors `write` would save for `items` in `fmt` (same names, same values), in memory only:
+    for hosts that load a LoRA state dict directly, e.g. ComfyUI's ``comfy.lora.load_lora``."""
+    fmt = OutputFormat(fmt)
+    items = _refuse_duplicates(list(items))
+    builder = {OutputFormat.KOHYA: _kohya, OutputFormat.COMFY: _comfy, OutputFormat.DIFFUSERS: _diffusers}[fmt]
+    tensors, _ = builder(items, table, WriteReport(Path(), fmt), lossy)
+    return {k: v.detach().to(dtype).contiguous() for k, v in sorted(tensors.items())}
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     path = Path(path)
     if not path.parent.exists():
