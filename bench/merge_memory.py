@@ -23,13 +23,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def make_loras(folder: Path, n: int, rank: int = 32, seed: int = 0) -> list[Path]:
+def make_loras(folder: Path, n: int, rank: int = 32, seed: int = 0, stride: int = 1) -> list[Path]:
     import torch
     from safetensors.torch import save_file
 
     from sdxl_shapes import sdxl_attention_modules
 
-    mods = sdxl_attention_modules()
+    mods = dict(list(sdxl_attention_modules().items())[::stride])  # every stride-th module, real shapes
     paths = []
     for k in range(n):
         path = folder / f"lora{k}.safetensors"
@@ -89,13 +89,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "loramerge_bench")
     ap.add_argument("--out", type=Path, default=HERE / "results_merge.json")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--stride", type=int, default=1,
+                    help="keep every N-th SDXL module (the full-SVD baseline takes ~1 s per module on 2 cores)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     exe = [sys.executable, "-m", "loramerge.cli"]
+    from sdxl_shapes import sdxl_attention_modules
+
+    n_modules = len(sdxl_attention_modules())
     results = []
     for n in args.loras:
-        paths = [str(p) for p in make_loras(args.work, n, args.rank)]
-        row = {"loras": n, "rank": args.rank}
+        paths = [str(p) for p in make_loras(args.work, n, args.rank, stride=args.stride)]
+        row = {"loras": n, "rank": args.rank, "modules": len(range(0, n_modules, args.stride)), "stride": args.stride}
         row["analyze"] = measure(exe + ["analyze", *paths, "--quiet", "--arch", "sdxl"])
         row["merge"] = measure(exe + ["merge", *paths, "-o", str(args.work / f"merged{n}.safetensors"), "--quiet",
                                       "--arch", "sdxl", "--mode", "weighted_average"])

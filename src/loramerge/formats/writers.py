@@ -68,9 +68,7 @@ def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None
     """Write `items` to `path` in `fmt`; returns what was written and converted."""
     fmt = OutputFormat(fmt)
     report = WriteReport(Path(path), fmt)
-    items = _refuse_duplicates(list(items))
-    builder = {OutputFormat.KOHYA: _kohya, OutputFormat.COMFY: _comfy, OutputFormat.DIFFUSERS: _diffusers}[fmt]
-    tensors, extra_meta = builder(items, table, report, lossy)
+    tensors, extra_meta = _build(items, table, fmt, report, lossy)
     if not tensors:
         raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
     meta = {"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
@@ -93,10 +91,14 @@ def tensors_for(items: Iterable[OutputItem], table: ArchTable | None, fmt: Outpu
     """The tensors `write` would save for `items` in `fmt` (same names, same values), in memory only:
     for hosts that load a LoRA state dict directly, e.g. ComfyUI's ``comfy.lora.load_lora``."""
     fmt = OutputFormat(fmt)
-    items = _refuse_duplicates(list(items))
-    builder = {OutputFormat.KOHYA: _kohya, OutputFormat.COMFY: _comfy, OutputFormat.DIFFUSERS: _diffusers}[fmt]
-    tensors, _ = builder(items, table, WriteReport(Path(), fmt), lossy)
+    tensors, _ = _build(items, table, fmt, WriteReport(Path(), fmt), lossy)
     return {k: v.detach().to(dtype).contiguous() for k, v in sorted(tensors.items())}
+
+
+def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool):
+    """(tensors, extra metadata) of `items` in `fmt`: the one place that dispatches on the format."""
+    builder = {OutputFormat.KOHYA: _kohya, OutputFormat.COMFY: _comfy, OutputFormat.DIFFUSERS: _diffusers}[fmt]
+    return builder(_refuse_duplicates(list(items)), table, report, lossy)
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
