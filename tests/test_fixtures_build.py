@@ -28,7 +28,7 @@ from tests.fixtures import (
     tiny_sdxl_unet,
     tiny_wan_transformer,
 )
-from tests.fixtures.common import structural_sample, truth_key
+from tests.fixtures.common import structural_sample, torch_threads, truth_key
 from tests.fixtures.truth import apply_op, check_delta, op_spec
 
 RTOL = 1e-5
@@ -41,10 +41,8 @@ LYCORIS_KOHYA_NAMES = [n for n in FIXTURE_NAMES if n.startswith("sdxl_lycoris_")
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
     """Tiny tensors: intra-op threads only spin (badly on a shared 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from tests.fixtures.common import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _single_thread():
     """Tiny tensors: intra-op threads only spin (10x slower on a shared 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="package")

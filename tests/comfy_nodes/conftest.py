@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
+
+from tests.fixtures.common import torch_threads
 
 from ._host import SDXLHost, import_comfy_sd, import_folder_paths, loras_folder
 
@@ -17,10 +18,8 @@ LORAS = ("sdxl_peft_diffusers", "sdxl_lycoris_locon", "sdxl_lycoris_norm", "flux
 @pytest.fixture(autouse=True, scope="package")
 def _single_thread():
     """Tiny tensors: intra-op threads only spin on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="package")

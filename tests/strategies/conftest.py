@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.fixtures.common import torch_threads
+
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -23,7 +25,5 @@ def generator() -> torch.Generator:
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The tensors here are tiny: thread start-up costs more than it saves on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
