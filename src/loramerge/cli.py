@@ -175,10 +175,9 @@ def merge(
         seed, arch, lenient, no_auto_strength, allow_pickle), basis_space=basis_space or None,
         smoothing=smoothing), preserve, include, exclude)
     with _progress(quiet) as progress:
-        result = run(cfg, progress)
-    if not dry_run:
-        result.save(out)
-    _emit_report(result.report, report_json, quiet)
+        result = run(cfg, progress, None if dry_run else out)  # the merged patches spool next to OUT
+    with result:
+        _emit_report(result.report, report_json, quiet)
 
 
 def _with_inputs_options(cfg, preserve, include, exclude):

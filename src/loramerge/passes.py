@@ -20,6 +20,7 @@ from .plan import MergePlan
 from .presets import Preset
 from .select import GroupDecision
 from .session import Session, group_generator
+from .spool import PatchLike
 from .types import Dense, LowRank, Patch
 
 LINEAR = {"weighted_sum", "weighted_average", "normalize"}
@@ -62,7 +63,7 @@ def pass1(session: Session, progress: Progress | None = None) -> Analysis:
 @dataclass(frozen=True)
 class GroupResult:
     key: str
-    patch: Patch
+    patch: PatchLike  # in memory from `merge_group`; a spool handle once `pipeline.run` has stored it
     rank: int
     rel_error: float
     retention: dict[int, float]  # LoRA index -> ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖² (preserved LoRAs included)

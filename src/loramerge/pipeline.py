@@ -4,31 +4,48 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
 from .config import MergeConfig
+from .errors import OutputError
 from .formats.writers import OutputItem, write
 from .passes import GroupResult, pass1, pass2
 from .plan import MergePlan, make_plan
 from .report import build_report
 from .session import Session, file_sha256, open_session
+from .spool import PatchStore
 
 Progress = Callable[[str, str, int, int], None]  # (stage, group key, index, total)
 
 
 @dataclass
 class MergeResult:
-    """What a merge produced: the patches (in memory), the plan and the report."""
+    """What a merge produced: the plan, the report, and the merged patches.
+
+    The patches live in a temporary spool file (`store`), not in memory: each ``group.patch`` is a
+    handle whose ``load()`` reads it back. `close()` (or leaving a ``with`` block, or garbage
+    collection) deletes the spool; save what you need first."""
 
     session: Session
     plan: MergePlan
     groups: list[GroupResult]
     report: dict
+    store: PatchStore | None = None
 
     def items(self) -> list[OutputItem]:
         return [OutputItem(*self.session.targets[g.key], g.patch) for g in self.groups]
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> MergeResult:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
         fmt = format or self.session.cfg.format
@@ -46,13 +63,23 @@ def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Session
 
 
 def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None) -> MergeResult:
+    folder = None
+    if output is not None:
+        folder = Path(output).parent
+        if not folder.is_dir():  # before the work, not after it
+            raise OutputError(f"{output}: folder {folder} does not exist")
     session = open_session(cfg)
     analysis = pass1(session, _stage(progress, "analyze"))
     plan = make_plan(session, analysis)
-    groups = list(pass2(session, plan, _stage(progress, "merge")))
+    store = PatchStore(folder)  # next to the output: the disk the user chose for the result
+    try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
+        groups = [replace(g, patch=store.put(g.patch)) for g in pass2(session, plan, _stage(progress, "merge"))]
+    except BaseException:
+        store.close()
+        raise
     hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
     report = build_report(session, analysis, plan, groups, hashes=hashes, output=None)
-    result = MergeResult(session, plan, groups, report)
+    result = MergeResult(session, plan, groups, report, store)
     if output is not None:
         result.save(output)
     return result

@@ -193,3 +193,43 @@ def test_retention_shows_auto_strength_attenuation(tmp_path):
     scale = res.plan.scale(False)
     assert scale == pytest.approx(0.85)  # orthogonal pair: the sd_unet floor
     assert res.report["groups"][0]["retention"] == {"p": pytest.approx(scale), "q": pytest.approx(scale)}
+
+
+def test_merged_patches_spool_next_to_the_output_and_go_with_the_result(loras, tmp_path):
+    a, b = loras
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "m.safetensors"
+    res = merge([a, b], output=out, arch="unknown", mode="weighted_sum", auto_strength=False)
+    spool = res.store.path
+    assert spool.parent == out_dir and spool.exists()
+    # the result holds handles, not tensors: the same values come back from the spool, exactly
+    g = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_q")
+    expected = _deltas(a)["lora_unet_blocks_0_q"] + _deltas(b)["lora_unet_blocks_0_q"]
+    torch.testing.assert_close(g.patch.dense(), expected, rtol=1e-5, atol=1e-6)
+    res.save(out_dir / "again.safetensors")
+    assert (out_dir / "again.safetensors").read_bytes() != b"" and g.rank == 6
+    res.close()
+    assert not spool.exists()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["again.safetensors", "m.safetensors"]
+
+
+def test_missing_output_folder_fails_before_the_merge(loras, tmp_path, monkeypatch):
+    import loramerge.pipeline as P
+    from loramerge.errors import OutputError
+
+    a, b = loras
+    monkeypatch.setattr(P, "pass1", lambda *a, **k: pytest.fail("merged before checking the output folder"))
+    with pytest.raises(OutputError, match="does not exist"):
+        merge([a, b], output=tmp_path / "nope" / "m.safetensors", arch="unknown")
+
+
+def test_cli_merge_leaves_only_the_output(loras, tmp_path):
+    a, b = loras
+    out = tmp_path / "cli" / "m.safetensors"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "loramerge.cli", "merge", str(a), str(b), "-o", str(out),
+                           "--arch", "unknown", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["m.safetensors"]
+    assert set(_deltas(out)) == {"lora_unet_blocks_0_q", "lora_unet_blocks_0_k", "lora_unet_blocks_1_ff"}

@@ -19,18 +19,18 @@ import re
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .. import TOOL_NAME, __version__
 from ..architectures.spec import ArchTable, Branch, Placement, Style
 from ..compress import to_lowrank
 from ..errors import OutputError
+from ..spool import PatchLike, materialize, rank_of
 from ..types import Dense, LowRank, Patch
 
 
@@ -44,7 +44,7 @@ class OutputFormat(str, Enum):
 class OutputItem:
     placement: Placement
     param: str  # "weight" | "bias"
-    patch: Patch
+    patch: PatchLike  # in memory, or a handle on a spooled patch (read when its module is written)
 
 
 @dataclass
@@ -65,24 +65,20 @@ _DEFAULT_DIFFUSERS = {Branch.DENOISER: "transformer", Branch.TE1: "text_encoder"
 def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None, fmt: OutputFormat | str,
           *, metadata: dict[str, str] | None = None, dtype: torch.dtype = torch.float32,
           lossy: bool = False) -> WriteReport:
-    """Write `items` to `path` in `fmt`; returns what was written and converted."""
+    """Write `items` to `path` in `fmt`; returns what was written and converted.
+
+    Streams: one module's tensors are in memory at a time (items may be `StoredPatch` handles, read
+    back module by module), each is appended to a temporary data file as it is made, and the file
+    is assembled (header, then data) and renamed into place at the end."""
     fmt = OutputFormat(fmt)
     report = WriteReport(Path(path), fmt)
-    tensors, extra_meta = _build(items, table, fmt, report, lossy)
-    if not tensors:
-        raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
-    meta = {"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
-            "loramerge.architecture": table.name if table else "unknown", **extra_meta, **(metadata or {})}
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for k, v in sorted(tensors.items()):
-        v = v.detach().to(dtype).contiguous()
-        if v.untyped_storage().data_ptr() in seen:  # fused components share one down: store each once
-            v = v.clone()
-        seen.add(v.untyped_storage().data_ptr())
-        out[k] = v
-    atomic_save(out, Path(path), meta)
-    report.tensors = len(out)
+    with StreamingSafetensors(Path(path), dtype) as out:
+        extra_meta = _build(items, table, fmt, report, lossy, out.add)
+        if not out.count:
+            raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
+        out.commit({"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
+                    "loramerge.architecture": table.name if table else "unknown", **extra_meta, **(metadata or {})})
+    report.tensors = out.count
     return report
 
 
@@ -91,57 +87,88 @@ def tensors_for(items: Iterable[OutputItem], table: ArchTable | None, fmt: Outpu
     """The tensors `write` would save for `items` in `fmt` (same names, same values), in memory only:
     for hosts that load a LoRA state dict directly, e.g. ComfyUI's ``comfy.lora.load_lora``."""
     fmt = OutputFormat(fmt)
-    tensors, _ = _build(items, table, fmt, WriteReport(Path(), fmt), lossy)
-    return {k: v.detach().to(dtype).contiguous() for k, v in sorted(tensors.items())}
+    out: dict[str, torch.Tensor] = {}
+
+    def emit(name: str, tensor: torch.Tensor) -> None:
+        if name in out:
+            raise OutputError(f"two tensors named '{name}' in one output")
+        out[name] = tensor.detach().to("cpu", dtype).contiguous()
+
+    _build(items, table, fmt, WriteReport(Path(), fmt), lossy, emit)
+    return dict(sorted(out.items()))
 
 
-def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool):
-    """(tensors, extra metadata) of `items` in `fmt`: the one place that dispatches on the format."""
+Emit = Callable[[str, torch.Tensor], None]
+
+
+def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool, emit: Emit) -> dict[str, str]:
+    """Emit the tensors of `items` in `fmt`; returns extra metadata. The one place that dispatches on the format."""
     builder = {OutputFormat.KOHYA: _kohya, OutputFormat.COMFY: _comfy, OutputFormat.DIFFUSERS: _diffusers}[fmt]
-    return builder(_refuse_duplicates(list(items)), table, report, lossy)
+    return builder(_refuse_duplicates(list(items)), table, report, lossy, emit)
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path = Path(path)
-    if not path.parent.exists():
-        raise OutputError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        _canonical_header(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def _canonical_header(path: Path) -> None:
-    """Rewrite the header with sorted keys: safetensors orders metadata from a hash map, so the same
-    content could otherwise give different bytes from run to run. Tensor data is copied unchanged."""
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
+class StreamingSafetensors:
+    """A safetensors file written tensor by tensor, atomically.
+
+    Tensor data goes to a hidden temporary file in the target folder as it comes; `commit` writes
+    the header (sorted keys, so the same content gives the same bytes), copies the data after it
+    into a second temporary file and renames that into place. On any failure both temporary files
+    are removed and nothing is left at `path`."""
+
+    def __init__(self, path: Path, dtype: torch.dtype = torch.float32):
+        if dtype not in _ST_DTYPES:
+            raise OutputError(f"{path}: cannot write tensors as {dtype}; use float32, float16 or bfloat16")
+        if not path.parent.exists():
+            raise OutputError(f"{path}: folder {path.parent} does not exist")
+        self.path, self.dtype = path, dtype
+        self.entries: dict[str, dict] = {}
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".data.tmp", dir=path.parent)
+        self._data = os.fdopen(fd, "w+b")
+        self._data_path = Path(name)
+        self._end = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self.entries:
+            raise OutputError(f"{self.path}: two tensors named '{name}'")
+        t = tensor.detach().to("cpu", self.dtype).contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy()
+        self._data.write(memoryview(raw))
+        self.entries[name] = {"dtype": _ST_DTYPES[self.dtype], "shape": list(t.shape),
+                              "data_offsets": [self._end, self._end + raw.nbytes]}
+        self._end += raw.nbytes
+
+    def commit(self, metadata: dict[str, str]) -> None:
+        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **self.entries}
         text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        text += b" " * (-(8 + len(text)) % 8)
-        if len(text) == n:
-            fh.close()
-            with open(path, "r+b") as out:
-                out.seek(8)
-                out.write(text)
-            return
-        tmp = path.with_suffix(path.suffix + ".hdr")
+        text += b" " * (-(8 + len(text)) % 8)  # data starts 8-byte aligned, as safetensors writes it
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(fd, "wb") as out:
                 out.write(struct.pack("<Q", len(text)) + text)
-                shutil.copyfileobj(fh, out, 1 << 20)
+                self._data.flush()
+                self._data.seek(0)
+                shutil.copyfileobj(self._data, out, 16 << 20)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+            os.replace(tmp, self.path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            Path(tmp).unlink(missing_ok=True)
             raise
-    os.replace(tmp, path)
+
+    def __enter__(self) -> StreamingSafetensors:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._data.close()
+        self._data_path.unlink(missing_ok=True)
 
 
 def _refuse_duplicates(items: list[OutputItem]) -> list[OutputItem]:
@@ -166,11 +193,11 @@ def _by_module(items: list[OutputItem], table: ArchTable | None):
 def _fuse(module: str, parts: list[OutputItem], table: ArchTable | None) -> Patch:
     """Re-fuse component patches into the module's full row layout (missing components = 0)."""
     if len(parts) == 1 and parts[0].placement.component is None:
-        return parts[0].patch
+        return materialize(parts[0].patch)
     layout = table.modules.get(module) if table else None
     if layout is None:
         raise OutputError(f"'{module}' has component patches but no fused layout in the architecture table")
-    by_name = {p.placement.component: p.patch for p in parts}
+    by_name = {p.placement.component: materialize(p.patch) for p in parts}
     first = next(iter(by_name.values()))
     unit = _rows(first) // dict(layout.components)[parts[0].placement.component]
     rows = {name: share * unit for name, share in layout.components}
@@ -234,56 +261,66 @@ def _kohya_name(table: ArchTable | None, module: str) -> str:
     return f"{prefixes[Branch(branch)]}_{path.replace('.', '_')}"
 
 
-def _native_items(items, table, report, lossy, name_of, down_name, up_name):
-    tensors: dict[str, torch.Tensor] = {}
+def _native_items(items, table, report, lossy, emit, name_of, down_name, up_name):
     grouped = _by_module(items, table)
-    fused = {key: _fuse(key[0], parts, table) for key, parts in grouped.items()}
-    alpha = _file_alpha(fused.values())
-    for (module, param), patch in fused.items():
+    alpha = _file_alpha(_fused_rank(parts) for parts in grouped.values())
+    for (module, param), parts in grouped.items():  # one module's tensors in memory at a time
+        patch = _fuse(module, parts, table)
         prefix = name_of(module)
         if param == "weight" and isinstance(patch, LowRank):
-            tensors.update(_lora_tensors(prefix, patch, down_name, up_name, alpha))
-            continue
-        weight = fused.get((module, "weight"))
-        is_norm = weight is not None and _is_1d(weight)  # norm layers have 1-D weights
-        tensors.update(_dense_tensors(prefix, param, patch, is_norm))
+            tensors = _lora_tensors(prefix, patch, down_name, up_name, alpha)
+        else:
+            weight = grouped.get((module, "weight"))
+            is_norm = weight is not None and _is_1d_parts(weight)  # norm layers have 1-D weights
+            tensors = _dense_tensors(prefix, param, patch, is_norm)
+        for name, tensor in tensors.items():
+            emit(name, tensor)
     report.modules = len({m for m, _ in grouped})
-    return tensors, {}
+    return {}
 
 
-def _file_alpha(patches) -> float | None:
+def _fused_rank(parts: list[OutputItem]) -> int | None:
+    """Rank of the module `_fuse` makes of `parts` (Σ component ranks), from the handles alone."""
+    ranks = [rank_of(p.patch) for p in parts]
+    return None if any(r is None for r in ranks) else sum(ranks)
+
+
+def _file_alpha(ranks) -> float | None:
     """One alpha for the whole file: the most common rank (ties: the smallest).
 
     diffusers' kohya loader matches per-module alphas by names that do not match its modules and
     so applies the file's most common alpha to every module; with one alpha everywhere (and the
     scale folded into ``up``) every client computes the same ΔW."""
-    ranks = [p.rank for p in patches if isinstance(p, LowRank)]
+    ranks = [r for r in ranks if r is not None]
     if not ranks:
         return None
     return float(min(set(ranks), key=lambda r: (-ranks.count(r), r)))
 
 
-def _is_1d(patch: Patch) -> bool:
-    return isinstance(patch, Dense) and patch.delta.dim() == 1
+def _is_1d(patch: PatchLike) -> bool:
+    return rank_of(patch) is None and patch.shape is not None and len(patch.shape) == 1
 
 
-def _kohya(items, table, report, lossy):
-    return _native_items(items, table, report, lossy, lambda m: _kohya_name(table, m),
+def _is_1d_parts(parts: list[OutputItem]) -> bool:
+    return len(parts) == 1 and parts[0].placement.component is None and _is_1d(parts[0].patch)
+
+
+def _kohya(items, table, report, lossy, emit):
+    return _native_items(items, table, report, lossy, emit, lambda m: _kohya_name(table, m),
                          "lora_down.weight", "lora_up.weight")
 
 
-def _comfy(items, table, report, lossy):
+def _comfy(items, table, report, lossy, emit):
     def name_of(module: str) -> str:
         return module if module.startswith(Branch.DENOISER.value + ".") else _kohya_name(table, module)
-    return _native_items(items, table, report, lossy, name_of, "lora_A.weight", "lora_B.weight")
+    return _native_items(items, table, report, lossy, emit, name_of, "lora_A.weight", "lora_B.weight")
 
 
-def _diffusers(items, table, report, lossy):
+def _diffusers(items, table, report, lossy, emit):
     from ..architectures.engine import KeyPlacer
 
     placer = KeyPlacer(table) if table else None
     prefixes = {**_DEFAULT_DIFFUSERS, **(table.diffusers_prefix if table else {})}
-    tensors: dict[str, torch.Tensor] = {}
     configs: dict[str, dict] = {}
     for it in items:
         label = f"{it.placement.key}" + ("" if it.param == "weight" else f" ({it.param})")
@@ -299,18 +336,20 @@ def _diffusers(items, table, report, lossy):
                               "use --format kohya or comfy")
         branch = it.placement.branch if alias is None else alias.branch
         path = it.placement.native_path if alias is None else alias.path
-        fact = to_lowrank(it.patch)
-        if fact.rel_error > 0 or isinstance(it.patch, Dense):
+        source = materialize(it.patch)
+        fact = to_lowrank(source)
+        if fact.rel_error > 0 or isinstance(source, Dense):
             report.conversions[label] = fact.rel_error
         patch = fact.patch
         component = prefixes[branch]
         t = _lora_tensors(f"{component}.{path}", patch, "lora_A.weight", "lora_B.weight")
         t.pop(f"{component}.{path}.alpha")
-        tensors.update(t)
+        for name, tensor in t.items():
+            emit(name, tensor)
         cfg = configs.setdefault(component, {"ranks": {}})
         cfg["ranks"][path] = patch.rank
     report.modules = len({it.placement.module for it in items}) - len(report.dropped)
-    return tensors, {"lora_adapter_metadata": json.dumps(_peft_metadata(configs), sort_keys=True)}
+    return {"lora_adapter_metadata": json.dumps(_peft_metadata(configs), sort_keys=True)}
 
 
 def _peft_metadata(configs: dict[str, dict]) -> dict:
