@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .analysis.metrics import inner
+from .analysis.gram import joint_gram
+from .analysis.metrics import inner, prepare
 from .analysis.stats import GroupStats, group_stats
 from .compress import factorize_dense, factorize_lowrank
 from .config import MergeConfig, RefineMode, SparsifyMode
@@ -89,37 +90,65 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
     weights = [cfg.inputs[i].strength(te) * scale for i in loras]
     extra = [session.load(i, key).scaled(cfg.inputs[i].strength(te)) for i in kept]
     decision = plan.decisions.get(key)
-    merged, exact = None, True
+    merged, exact, coefficients = None, True, []
     if patches:
-        merged, exact = _merge(patches, weights, decision, cfg, plan.preset, group_generator(cfg.seed, key))
+        merged, exact, coefficients = _merge(patches, weights, decision, cfg, plan.preset,
+                                             group_generator(cfg.seed, key))
     for p in extra:
         merged = p if merged is None else _concat(merged, p)
+    combined = merged
     merged, err = _refactor(merged, patches + extra, cfg, group_generator(cfg.seed, key + "#svd"))
     # retention against each LoRA at its *user* strength: auto-strength attenuation shows in it
-    user = [p.scaled(cfg.inputs[i].strength(te)) for p, i in zip(patches, loras)]
-    contributions = dict(zip(loras + kept, user + extra))
-    norms2 = {i: inner(c, c) for i, c in contributions.items()}
-    retention = {i: (inner(merged, c) / norms2[i] if norms2[i] > 0 else 0.0) for i, c in contributions.items()}
+    strengths = [cfg.inputs[i].strength(te) for i in loras] + [1.0] * len(extra)  # extras are already scaled
+    if merged is combined and coefficients is not None:  # M = Σ a_k X_k exactly: everything from the Gram
+        norms2, dots, norm2_merged = _combination_metrics(patches + extra, coefficients + [1.0] * len(extra), strengths)
+    else:
+        norms2, dots, norm2_merged = _generic_metrics(merged, patches + extra, strengths)
+    retention = {i: (dots[k] / norms2[k] if norms2[k] > 0 else 0.0) for k, i in enumerate(loras + kept)}
     rank = merged.rank if isinstance(merged, LowRank) else 0
-    return GroupResult(key, merged, rank, err, retention, exact and err == 0.0, norms2, inner(merged, merged))
+    return GroupResult(key, merged, rank, err, retention, exact and err == 0.0,
+                       dict(zip(loras + kept, norms2)), norm2_merged)
+
+
+def _combination_metrics(inputs: list[Patch], coefficients: list[float], strengths: list[float]):
+    """(‖s_k X_k‖², ⟨M, s_k X_k⟩, ‖M‖²) for M = Σ a_k X_k, from the inputs' joint Gram (exact, no
+    product of factors of the merged patch is formed)."""
+    if all(isinstance(p, LowRank) for p in inputs):
+        gram = joint_gram(inputs).matrix()
+    else:
+        prepared = [prepare(p) for p in inputs]
+        gram = torch.tensor([[inner(a, b) for b in prepared] for a in prepared], dtype=torch.float64)
+    a = torch.tensor(coefficients, dtype=torch.float64)
+    s = torch.tensor(strengths, dtype=torch.float64)
+    ga = gram @ a
+    return (s * s * gram.diagonal()).tolist(), (s * ga).tolist(), float(a @ ga)
+
+
+def _generic_metrics(merged: Patch, inputs: list[Patch], strengths: list[float]):
+    m = prepare(merged)  # one float64 copy of the merged patch for all products
+    contributions = [prepare(p.scaled(s)) for p, s in zip(inputs, strengths)]
+    return [inner(c, c) for c in contributions], [inner(m, c) for c in contributions], inner(m, m)
 
 
 def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, cfg: MergeConfig, preset: Preset,
-           generator: torch.Generator) -> tuple[Patch, bool]:
+           generator: torch.Generator) -> tuple[Patch, bool, list[float] | None]:
+    """(merged, exact, coefficients a with merged = Σ a_i ΔW_i exactly, or None)."""
     strategy = d.strategy if d else "weighted_sum"
     plain = cfg.sparsify is SparsifyMode.NONE and cfg.refine is RefineMode.NONE
     lowrank = all(isinstance(p, LowRank) for p in patches)
     if strategy in LINEAR and plain and lowrank:
-        return _combine_lowrank(patches, linear_coefficients(weights, strategy)), True
+        coefficients = linear_coefficients(weights, strategy)
+        return _combine_lowrank(patches, coefficients), True, coefficients
     if strategy == "slerp" and plain and lowrank:
-        return _combine_lowrank(patches, _slerp_coefficients(patches, weights)), True
+        coefficients = _slerp_coefficients(patches, weights)
+        return _combine_lowrank(patches, coefficients), True, coefficients
     if cfg.basis_space and lowrank and cfg.refine is RefineMode.NONE and strategy in BASIS_SPACE:
-        return _basis_merge(patches, weights, strategy, d, cfg, preset, generator), True
+        return _basis_merge(patches, weights, strategy, d, cfg, preset, generator), True, None
     try:
         merged = _dense_merge(patches, weights, strategy, d, cfg, preset, generator, torch.device(cfg.device))
     except torch.OutOfMemoryError:  # METHOD §10: fall back to the CPU for this group only
         merged = _dense_merge(patches, weights, strategy, d, cfg, preset, generator, torch.device("cpu"))
-    return Dense(merged), False
+    return Dense(merged), False, None
 
 
 def linear_coefficients(weights: list[float], strategy: str) -> list[float]:
@@ -137,9 +166,7 @@ def _slerp_coefficients(patches: list[LowRank], weights: list[float]) -> list[fl
     from .strategies import SlerpParams
     from .strategies.spherical import slerp_combination
 
-    n = len(patches)
-    gram = torch.tensor([[inner(patches[i], patches[j]) for j in range(n)] for i in range(n)], dtype=torch.float64)
-    return slerp_combination(gram, weights, SlerpParams()).tolist()
+    return slerp_combination(joint_gram(patches).matrix(), weights, SlerpParams()).tolist()
 
 
 def _combine_lowrank(patches: list[LowRank], coefficients: list[float]) -> LowRank:

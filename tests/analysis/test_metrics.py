@@ -101,3 +101,55 @@ def test_block_of(key, block):
 def test_block_of_underscored_unknown_names():
     assert block_of("diffusion_model.blocks_3_attn_q") == "diffusion_model.blocks_3"
     assert block_of("diffusion_model.layers_12_mlp") == "diffusion_model.layers_12"
+
+
+def test_joint_gram_hand_worked():
+    """ΔW1 = e1·e1ᵀ, ΔW2 = 2·e1·e2ᵀ: orthogonal (⟨,⟩ = 0), same column space, orthogonal row spaces."""
+    from loramerge.analysis.gram import joint_gram
+
+    e1, e2 = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.0], [1.0]])
+    a, b = LowRank(e1, e1.T, 1.0, (2, 2)), LowRank(e1, e2.T, 2.0, (2, 2))
+    g = joint_gram([a, b])
+    assert g.inner(0, 0) == 1.0 and g.inner(1, 1) == 4.0 and g.inner(0, 1) == 0.0
+    assert g.overlap(0, 1) == pytest.approx(0.5)  # left 1, right 0
+    assert g.matrix().tolist() == [[1.0, 0.0], [0.0, 4.0]]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_joint_gram_equals_materialised_products_and_qr_overlaps(n):
+    from loramerge.analysis import gram as G
+
+    g = torch.Generator().manual_seed(n)
+    rows = G.CHUNK * 2 + 37  # several row chunks, a ragged last one
+    patches = [LowRank(torch.randn(rows, 2 + k, generator=g), torch.randn(2 + k, 9, generator=g), 0.5 + k, (rows, 9))
+               for k in range(n)]
+    # a rank-deficient factor: a repeated column must not count as a direction of its own
+    p0 = patches[0]
+    patches[0] = LowRank(torch.cat([p0.up, p0.up[:, :1]], 1), torch.cat([p0.down, p0.down[:1]], 0), p0.scale, p0.shape)
+    jg = G.joint_gram(patches)
+    dense = [(p.up.double() * p.scale) @ p.down.double() for p in patches]  # float64 reference
+    for i in range(n):
+        wl, wr = jg.whitening(i)
+        q = (patches[i].up.double() * patches[i].scale) @ wl
+        assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-8)
+        assert wl.shape[1] == patches[i].rank - (1 if i == 0 else 0)
+        for j in range(n):
+            assert jg.inner(i, j) == pytest.approx(float((dense[i] * dense[j]).sum()), rel=1e-9, abs=1e-9)
+            if i != j:
+                assert jg.overlap(i, j) == pytest.approx(subspace_overlap(patches[i], patches[j]), rel=1e-6, abs=1e-9)
+
+
+def test_group_stats_same_for_lowrank_and_materialised_triples():
+    g = torch.Generator().manual_seed(11)
+    shared = torch.randn(30, 2, generator=g)
+    patches = [LowRank(torch.cat([shared, torch.randn(30, 1, generator=g)], 1), torch.randn(3, 20, generator=g),
+                       0.3 * (k + 1), (30, 20)) for k in range(3)]
+    fast = group_stats("k", (0, 1, 2), patches, generator=torch.Generator().manual_seed(1))
+    slow = group_stats("k", (0, 1, 2), [Dense(p.dense()) for p in patches], generator=torch.Generator().manual_seed(1))
+    assert fast.norms2 == pytest.approx(slow.norms2, rel=1e-5)
+    assert len(fast.pairs) == 3
+    for pf, ps in zip(fast.pairs, slow.pairs):
+        assert (pf.i, pf.j) == (ps.i, ps.j)
+        for name in ("dot", "cosine", "overlap", "conflict", "weighted_conflict", "conflict_strong", "excess_conflict"):
+            assert getattr(pf, name) == pytest.approx(getattr(ps, name), rel=1e-5, abs=1e-6), name
+    assert fast.density_at == pytest.approx(slow.density_at, abs=1e-9)

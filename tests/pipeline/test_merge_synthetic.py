@@ -233,3 +233,20 @@ def test_cli_merge_leaves_only_the_output(loras, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in out.parent.iterdir()] == ["m.safetensors"]
     assert set(_deltas(out)) == {"lora_unet_blocks_0_q", "lora_unet_blocks_0_k", "lora_unet_blocks_1_ff"}
+
+
+def test_retention_from_the_gram_equals_products_with_the_merged_patch():
+    from loramerge.passes import _combination_metrics, _combine_lowrank, _generic_metrics
+    from loramerge.types import LowRank
+
+    g = torch.Generator().manual_seed(2)
+    xs = [LowRank(torch.randn(12, r, generator=g), torch.randn(r, 7, generator=g), 0.4 * r, (12, 7)) for r in (2, 3, 1)]
+    coefficients, strengths = [0.5, -1.25, 2.0], [0.8, 1.0, 0.0]
+    merged = _combine_lowrank(xs, coefficients)
+    fast = _combination_metrics(xs, coefficients, strengths)
+    slow = _generic_metrics(merged, xs, strengths)
+    assert fast[0] == pytest.approx(slow[0], rel=1e-12)  # the inputs' norms: same float64 products
+    # the merged factors are float32 (c_k folded into up), so products with them agree to float32 rounding
+    assert fast[1] == pytest.approx(slow[1], rel=1e-6, abs=1e-12)
+    assert fast[2] == pytest.approx(slow[2], rel=1e-6)
+    assert fast[0][2] == 0.0 and fast[1][2] == 0.0  # strength 0: no energy, no retention

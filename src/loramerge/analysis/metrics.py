@@ -81,14 +81,21 @@ def sample_positions(rows: int, cols: int, n: int, generator: torch.Generator) -
     return flat // cols, flat % cols
 
 
+SAMPLE_CHUNK = 8192  # positions gathered at once: bounds the temporary [chunk, r] row gathers
+
+
 def sample_entries(patch: Patch, rows_idx: torch.Tensor, cols_idx: torch.Tensor) -> torch.Tensor:
     """Entries ΔW[r, c] of the flattened [out, in·k] matrix at the given positions (float64).
 
-    Low-rank: two row gathers (``up[r]`` and ``downᵀ[c]``) and a rank-length dot product each."""
+    Low-rank: row gathers of ``up`` and ``downᵀ`` and a rank-length dot product per entry, in
+    chunks, so the temporaries stay small whatever the sample size."""
     if isinstance(patch, LowRank):
-        up = patch.up.float().index_select(0, rows_idx)
-        down_t = patch.down.float().T.contiguous().index_select(0, cols_idx)
-        return torch.einsum("nr,nr->n", up, down_t).double() * patch.scale
+        up, down_t = patch.up.float(), patch.down.float().T.contiguous()
+        out = torch.empty(rows_idx.numel(), dtype=torch.float64)
+        for start in range(0, rows_idx.numel(), SAMPLE_CHUNK):
+            r, c = rows_idx[start:start + SAMPLE_CHUNK], cols_idx[start:start + SAMPLE_CHUNK]
+            out[start:start + r.numel()] = torch.einsum("nr,nr->n", up.index_select(0, r), down_t.index_select(0, c))
+        return out * patch.scale
     mat = patch.dense().reshape(patch.dense().shape[0], -1)
     return mat[rows_idx, cols_idx].double()
 
@@ -119,27 +126,46 @@ class PairStats:
     sampled: int              # positions used for the sign metrics
 
 
+@dataclass(frozen=True)
+class Sampled:
+    """One LoRA's sampled entries with what every pair reuses: signs and magnitudes."""
+
+    values: torch.Tensor  # float64
+    sign: torch.Tensor    # int8
+    abs: torch.Tensor     # float64
+    square: torch.Tensor  # float64
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> Sampled:
+        values = values.double()
+        return cls(values, torch.sign(values).to(torch.int8), values.abs(), values * values)
+
+
 def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: float,
-               va: torch.Tensor, vb: torch.Tensor, numel: int, overlap: float | None = None) -> PairStats:
+               va: torch.Tensor | Sampled, vb: torch.Tensor | Sampled, numel: int, overlap: float | None = None,
+               dot: float | None = None) -> PairStats:
     """Pair statistics from exact norms/dot and the sampled entries `va`, `vb` (same positions)."""
-    dot = inner(a, b)
+    va, vb = (v if isinstance(v, Sampled) else Sampled.of(v) for v in (va, vb))
+    dot = inner(a, b) if dot is None else dot
     denom = math.sqrt(norm2_a * norm2_b)
     cosine = dot / denom if denom > 0 else 0.0
-    both = (va != 0) & (vb != 0)
-    disagree = torch.sign(va) != torch.sign(vb)
-    conflict = _ratio((both & disagree).sum(), both.sum())
+    product = va.sign * vb.sign  # -1: both non-zero and disagreeing, +1: agreeing, 0: one is zero
+    disagree = product < 0
+    conflict = _ratio(disagree.sum(), product.count_nonzero())
     eps = NOISE_FLOOR * max(math.sqrt(norm2_a / numel), math.sqrt(norm2_b / numel))
-    strong = (va.abs() > eps) & (vb.abs() > eps)
-    weight = torch.minimum(va.abs(), vb.abs())
-    weighted = _ratio((weight * (strong & disagree)).sum(), (weight * strong).sum())
-    conflict_strong = _ratio((strong & disagree).sum(), strong.sum())
-    sa, sb = va[strong], vb[strong]
-    d = float(sa.norm() * sb.norm())
-    cos_strong = float((sa * sb).sum()) / d if d > 0 else cosine
+    weight = torch.minimum(va.abs, vb.abs)
+    strong = weight > eps  # |a| > eps and |b| > eps
+    strong_disagree = strong & disagree
+    # masked sums as dot products with 0/1 vectors (BLAS), not boolean indexing
+    s_mask, sd_mask = strong.to(torch.float64), strong_disagree.to(torch.float64)
+    weighted = _ratio(weight @ sd_mask, weight @ s_mask)
+    conflict_strong = _ratio(strong_disagree.sum(), strong.sum())
+    d = math.sqrt(float(va.square @ s_mask) * float(vb.square @ s_mask))
+    cos_strong = float((va.values * vb.values) @ s_mask) / d if d > 0 else cosine
     expected = math.acos(max(-1.0, min(1.0, cos_strong))) / math.pi
     return PairStats(i, j, dot, cosine, conflict, weighted, conflict_strong, cos_strong, expected,
                      max(conflict_strong - expected, 0.0), subspace_overlap(a, b) if overlap is None else overlap,
-                     int(va.numel()))
+                     int(va.values.numel()))
 
 
 def _ratio(num, den) -> float:

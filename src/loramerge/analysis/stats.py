@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from itertools import combinations
 
 import torch
 
 from ..types import LowRank, Patch
-from .metrics import PairStats, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries, sample_positions
+from .gram import joint_gram
+from .metrics import (PairStats, Sampled, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries,
+                      sample_positions)
 
 DENSITY_RATIOS = (0.05, 0.10, 0.15)
 _BLOCK = re.compile(r"^(.*?[._](?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
@@ -81,25 +84,46 @@ class GroupStats:
         return sum(self.norms2)
 
 
-def group_stats(key: str, loras: tuple[int, ...], patches: list[Patch], *, generator: torch.Generator,
+def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, generator: torch.Generator,
                 sample_size: int = 100_000) -> GroupStats:
-    """Pass-1 statistics of one group. `patches` are the unweighted ΔW_i (strengths not applied)."""
-    first = patches[0]
-    rows = first.out_features if isinstance(first, LowRank) else int(first.delta.shape[0])
-    cols = (first.down.shape[1] if isinstance(first, LowRank) else first.delta.numel() // rows)
+    """Pass-1 statistics of one group. `patches` are the unweighted ΔW_i (strengths not applied).
+
+    All low-rank: norms, dots and overlaps from the group's joint Gram (float32 factors are all
+    that is held, whatever n). Otherwise (LoHa/LoKr/full inputs, materialised anyway): float64
+    deltas and SVD bases."""
+    patches = list(patches)
+    rows, cols = _matrix_dims(patches[0])
     numel = rows * cols
-    raw, patches = patches, [prepare(p) for p in patches]
-    norms2 = tuple(max(inner(p, p), 0.0) for p in patches)
-    ranks = tuple(p.rank if isinstance(p, LowRank) else None for p in raw)
-    if len(patches) == 1:
-        return GroupStats(key, loras, numel, ranks, norms2)
+    ranks = tuple(p.rank if isinstance(p, LowRank) else None for p in patches)
+    lowrank = all(isinstance(p, LowRank) for p in patches)
+    if len(patches) == 1:  # nothing to compare: the norm only
+        p = patches[0]
+        n2 = joint_gram([p]).inner(0, 0) if lowrank else inner(prepare(p), prepare(p))
+        return GroupStats(key, loras, numel, ranks, (max(n2, 0.0),))
     r_idx, c_idx = sample_positions(rows, cols, sample_size, generator)
-    values = [sample_entries(p, r_idx, c_idx) for p in raw]
-    spaces = [bases(p) for p in patches]
+    values = [Sampled.of(sample_entries(p, r_idx, c_idx)) for p in patches]
+    pairs_of = combinations(range(len(patches)), 2)
+    if lowrank:
+        gram = joint_gram(patches)
+        norms2 = tuple(max(gram.inner(i, i), 0.0) for i in range(len(patches)))
+        white = [gram.whitening(i) for i in range(len(patches))]
+        measured = {(i, j): (gram.inner(i, j), gram.overlap(i, j, white[i], white[j])) for i, j in pairs_of}
+    else:
+        prepared = [prepare(p) for p in patches]
+        norms2 = tuple(max(inner(p, p), 0.0) for p in prepared)
+        spaces = [bases(p) for p in prepared]
+        measured = {(i, j): (inner(prepared[i], prepared[j]), overlap_of_bases(spaces[i], spaces[j]))
+                    for i, j in pairs_of}
     pairs = tuple(pair_stats(loras[i], loras[j], patches[i], patches[j], norms2[i], norms2[j], values[i], values[j],
-                             numel, overlap_of_bases(spaces[i], spaces[j]))
-                  for i, j in combinations(range(len(patches)), 2))
-    pooled = torch.cat([v.abs() for v in values])
-    top = float(pooled.max()) if pooled.numel() else 0.0
-    density = {r: (float((pooled > r * top).double().mean()) if top > 0 else 0.0) for r in DENSITY_RATIOS}
+                             numel, overlap, dot) for (i, j), (dot, overlap) in measured.items())
+    top = max(float(v.abs.max()) if v.abs.numel() else 0.0 for v in values)
+    total = sum(v.abs.numel() for v in values)
+    density = {r: (sum(int((v.abs > r * top).sum()) for v in values) / total if top > 0 and total else 0.0)
+               for r in DENSITY_RATIOS}
     return GroupStats(key, loras, numel, ranks, norms2, pairs, density)
+
+
+def _matrix_dims(p: Patch) -> tuple[int, int]:
+    """(rows, cols) of the patch as the flattened [out, in·k] matrix."""
+    rows = p.out_features if isinstance(p, LowRank) else int(p.delta.shape[0])
+    return rows, (int(p.down.shape[1]) if isinstance(p, LowRank) else p.delta.numel() // rows)
