@@ -1,7 +1,8 @@
 """loramerge's ComfyUI node pack: ComfyUI loads this folder and reads the mappings below.
 
-Install: link (or clone the repository and link) this folder into ``ComfyUI/custom_nodes/`` and
-install ``requirements.txt`` (at the repository root) into ComfyUI's Python; see docs/COMFYUI.md.
+Install: clone the repository into ``ComfyUI/custom_nodes/`` (its root ``__init__.py`` loads this
+folder), or link this folder there; then install ``requirements.txt`` (at the repository root) into
+ComfyUI's Python; see docs/COMFYUI.md.
 The library is used from the installed ``loramerge`` package, or else from this checkout's ``src/``.
 Only this folder imports ``comfy`` or ``folder_paths``. A missing dependency is raised as an
 ImportError (ComfyUI lists the pack as failed to import); nothing is swallowed.
@@ -34,7 +35,8 @@ def _give_the_library_its_name() -> None:
 def _find_library() -> None:
     """Use the installed library; without one, this checkout's ``src/``."""
     spec = importlib.util.find_spec(_LIBRARY)
-    ours = spec is not None and spec.origin and os.path.realpath(spec.origin) == os.path.join(_HERE, "__init__.py")
+    entry_points = {os.path.join(_HERE, "__init__.py"), os.path.join(_REPO, "__init__.py")}  # not the library
+    ours = spec is not None and spec.origin and os.path.realpath(spec.origin) in entry_points
     src = os.path.join(_REPO, "src")
     if (spec is None or ours) and os.path.isdir(os.path.join(src, _LIBRARY)) and src not in sys.path:
         sys.path.insert(0, src)
@@ -48,7 +50,7 @@ try:
 except ImportError as exc:
     missing = exc.name or ""
     if missing.split(".")[0] in ("comfy", "folder_paths"):
-        fix = "these nodes run inside ComfyUI (link this folder into ComfyUI/custom_nodes)"
+        fix = "these nodes run inside ComfyUI (clone the repository into ComfyUI/custom_nodes, see docs/COMFYUI.md)"
     else:
         requirements = os.path.join(_REPO, "requirements.txt")
         fix = f"install the requirements into ComfyUI's Python: python -m pip install -r {requirements}"

@@ -1,4 +1,11 @@
-"""Fixtures of the client tests: single-threaded torch, loramerge outputs written once per session."""
+"""Fixtures of the client tests: single-threaded torch, loramerge outputs written once per session.
+
+The client tests load loramerge outputs with the real clients (diffusers + PEFT, ComfyUI's own
+loader code): every test writes a file with loramerge (``convert`` or ``merge``), loads it with the
+client's own loader into fresh tiny models built with the fixture's seeds, lets the client
+fuse/patch it, and compares every weight of the models: adapted weights equal base + the expected
+ΔW, all others are bit-for-bit unchanged, and no key of the file is left unloaded.
+"""
 
 from __future__ import annotations
 

@@ -2,9 +2,12 @@
 February-2024 ComfyUI), in a fresh Python process where loramerge is not installed (this venv's
 editable-install path is taken off ``sys.path``), the way a user's ComfyUI meets it:
 
-- linked as ``custom_nodes/loramerge``: that ComfyUI registers the folder in ``sys.modules`` under
-  its folder name, the library's own name; the pack hands the name back and loads the library
-  from the checkout's ``src/``;
+- the repository cloned as ``custom_nodes/loramerge`` (the default clone name; a copy of the
+  checkout's files as git would clone them): that ComfyUI registers the folder in ``sys.modules``
+  under its folder name, the library's own name; the root ``__init__.py`` hands the name back and
+  loads the pack, which loads the library from the clone's ``src/``;
+- ``comfy_nodes/`` linked as ``custom_nodes/loramerge`` (the other documented install): the same
+  name clash, handled by the pack itself;
 - the loader of newer ComfyUI (module named by the folder's full path, its five lines reproduced
   here: the smallest fake of that interface);
 - with a dependency missing (``pydantic``): the import error reaches ComfyUI's log, naming the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +46,8 @@ sys.argv = ["main.py", "--cpu"]
 import nodes
 log = io.StringIO()
 logging.getLogger().addHandler(logging.StreamHandler(log))
-out = {"loaded": nodes.load_custom_node(os.path.join(custom, "loramerge"))}
+out = {"loaded": nodes.load_custom_node(os.path.join(custom, "loramerge")), "root_module": "loramerge" in sys.modules
+       and sys.modules["loramerge"].__file__}
 out["registered"] = {k: nodes.NODE_DISPLAY_NAME_MAPPINGS.get(k) for k in nodes.NODE_CLASS_MAPPINGS
                      if k.startswith("Loramerge")}
 out["library"] = sys.modules["loramerge"].__file__
@@ -67,36 +72,57 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def comfyui(tmp_path_factory):
-    """What the ComfyUI process saw (the script's JSON)."""
+def _clone(dest: Path) -> None:
+    """The checkout's files as ``git clone`` would give them (tracked and new, not ignored ones)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / name)
+
+
+@pytest.fixture(scope="module", params=["clone", "link"])
+def comfyui(request, tmp_path_factory):
+    """What the ComfyUI process saw (the script's JSON), with the repository cloned into custom_nodes/
+    or comfy_nodes/ linked there; returns (custom_nodes folder, layout, result)."""
     from tests.clients._comfy import import_comfy
 
-    tmp_path = tmp_path_factory.mktemp("comfyui_process")
+    tmp_path = tmp_path_factory.mktemp(f"comfyui_{request.param}")
     custom = tmp_path / "custom_nodes"
     custom.mkdir()
-    for name in ("loramerge", "loramerge-newer", "ComfyUI-loramerge"):
-        (custom / name).symlink_to(REPO / "comfy_nodes", target_is_directory=True)
+    if request.param == "clone":
+        _clone(custom / "loramerge")
+        for name in ("loramerge-newer", "ComfyUI-loramerge"):
+            (custom / name).symlink_to(custom / "loramerge", target_is_directory=True)
+    else:
+        for name in ("loramerge", "loramerge-newer", "ComfyUI-loramerge"):
+            (custom / name).symlink_to(REPO / "comfy_nodes", target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(import_comfy().root), str(custom), str(REPO / "src")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return custom, json.loads(lines[-1][len("RESULT"):])
+    return custom, request.param, json.loads(lines[-1][len("RESULT"):])
 
 
 def test_comfyui_loads_the_pack(pack, comfyui):
-    custom, out = comfyui
+    custom, layout, out = comfyui
+    repo = custom / "loramerge" if layout == "clone" else REPO
     assert out["loaded"] is True
     assert out["registered"] == pack.NODE_DISPLAY_NAME_MAPPINGS
-    assert out["library"] == str(REPO / "src" / "loramerge" / "__init__.py")
-    assert out["pack"] == str(custom / "loramerge" / "__init__.py")
+    # the name 'loramerge' is the library's, never the custom-node folder's
+    assert out["library"] == out["root_module"] == str(repo / "src" / "loramerge" / "__init__.py")
+    pack_file = custom / "loramerge" / ("comfy_nodes/__init__.py" if layout == "clone" else "__init__.py")
+    assert out["pack"] == str(pack_file)
     assert isinstance(out["lora_names"], list)
     assert out["newer"] == sorted(pack.NODE_CLASS_MAPPINGS)
     assert out["broken_loaded"] is False
     assert "Cannot import" in out["log"] and "ComfyUI-loramerge" in out["log"]
     assert "loramerge nodes cannot import 'pydantic'" in out["log"]
-    assert f"python -m pip install -r {REPO / 'requirements.txt'}" in out["log"]
+    requirements = (custom / "ComfyUI-loramerge" if layout == "clone" else REPO) / "requirements.txt"
+    assert f"python -m pip install -r {os.path.realpath(requirements)}" in out["log"]
 
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -111,7 +137,7 @@ def _widgets(node_class) -> list[tuple[str, object]]:
 def test_example_workflow_fits_the_nodes(pack, comfyui):
     """examples/comfyui_workflow.json: every node type exists (ours, or core in that ComfyUI; "Note" is
     a frontend node), our nodes' widget values fit their widgets, every link joins equal types."""
-    _, out = comfyui
+    _, _, out = comfyui
     workflow = json.loads((REPO / "examples" / "comfyui_workflow.json").read_text())
     nodes = {n["id"]: n for n in workflow["nodes"]}
     ours = {n["type"] for n in nodes.values() if n["type"] in pack.NODE_CLASS_MAPPINGS}

@@ -1,1 +1,0 @@
-"""Tests of loramerge.strategies and loramerge.refine."""
