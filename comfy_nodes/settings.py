@@ -14,7 +14,7 @@ from typing import Any
 
 from loramerge import strategies
 from loramerge.architectures import TABLES
-from loramerge.config import LoraInput, MergeConfig, RefineMode, SparsifyMode
+from loramerge.config import LoraInput, MergeConfig, OutputDtype, RefineMode, SparsifyMode
 from loramerge.formats.writers import OutputFormat
 from loramerge.presets import PRESETS
 from loramerge.select import Optimization, StrategySet
@@ -79,6 +79,7 @@ OPTIONS: tuple[Option, ...] = (
     _number("FLOAT", "rel_error", "re-factorise each group to this relative error instead of a rank; 0 = off",
             0.0, 0.99, 0.001, widget="error_target", zero_is_none=True),
     _choice("format", list(OutputFormat), "file format Save Merged LoRA uses when set to 'as settings'"),
+    _choice("dtype", list(OutputDtype), "precision of the tensors Save Merged LoRA writes (float16 halves the file)"),
     Option("base", "base", ("STRING", {"default": "", "tooltip": "base model .safetensors (a path, or a name in "
                                        "checkpoints / diffusion_models) to check every target against; empty = none"})),
     _choice("device", DEVICES, "where merges compute: the CPU or ComfyUI's device"),

@@ -148,6 +148,7 @@ def merge(
     rank: Annotated[Optional[int], typer.Option(help="Output rank per group (default: sum of input ranks).")] = None,
     error_target: Annotated[Optional[float], typer.Option("--error-target", help="Relative Frobenius error target instead of a rank.")] = None,
     fmt: Annotated[Optional[OutputFormat], typer.Option("--format", help="Output format.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32 (default) | float16 | bfloat16: precision of the written tensors.")] = None,
     base: BaseOpt = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of every random choice.")] = None,
@@ -173,7 +174,7 @@ def merge(
     cfg = _with_inputs_options(_config(loras, recipe, **_merge_options(
         mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt, base, device,
         seed, arch, lenient, no_auto_strength, allow_pickle), basis_space=basis_space or None,
-        smoothing=smoothing), preserve, include, exclude)
+        smoothing=smoothing, dtype=dtype), preserve, include, exclude)
     with _progress(quiet) as progress:
         result = run(cfg, progress, None if dry_run else out)  # the merged patches spool next to OUT
     with result:

@@ -6,6 +6,7 @@ import re
 from enum import Enum
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .formats.writers import OutputFormat
@@ -24,6 +25,18 @@ class RefineMode(str, Enum):
     NONE = "none"
     REFINE = "refine"
     FULL = "full"
+
+
+class OutputDtype(str, Enum):
+    """Precision of the tensors in the written file (the merge itself runs in float32/float64)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+    @property
+    def torch(self) -> torch.dtype:
+        return getattr(torch, self.value)
 
 
 class LoraInput(BaseModel):
@@ -84,6 +97,7 @@ class MergeConfig(BaseModel):
     rank: int | None = Field(default=None, gt=0)
     rel_error: float | None = Field(default=None, gt=0, lt=1)   # target relative error for re-factorisation
     format: OutputFormat = OutputFormat.KOHYA
+    dtype: OutputDtype = OutputDtype.FLOAT32
     base: str | None = None
     device: str = "cpu"
     seed: int = 0

@@ -61,7 +61,7 @@ def pass1(session: Session, progress: Progress | None = None) -> Analysis:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
 class GroupResult:
     key: str
     patch: PatchLike  # in memory from `merge_group`; a spool handle once `pipeline.run` has stored it

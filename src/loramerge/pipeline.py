@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
-from .config import MergeConfig
+from .config import MergeConfig, OutputDtype
 from .errors import OutputError
-from .formats.writers import OutputItem, write
+from .formats.writers import OutputFormat, OutputItem, write
 from .passes import GroupResult, pass1, pass2
 from .plan import MergePlan, make_plan
 from .report import build_report
@@ -47,10 +47,14 @@ class MergeResult:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def save(self, path: str | Path, format: str | None = None) -> Path:
-        fmt = format or self.session.cfg.format
-        write(path, self.items(), self.session.table, fmt, metadata=recipe_metadata(self.session.cfg, self.report))
-        self.report["output"] = {"path": str(path), "format": getattr(fmt, "value", fmt)}
+    def save(self, path: str | Path, format: str | None = None, dtype: str | None = None) -> Path:
+        cfg = self.session.cfg
+        # the recipe in the file says how *this* file was written: re-running it gives the same bytes
+        cfg = cfg.model_copy(update={"format": OutputFormat(format or cfg.format),
+                                     "dtype": OutputDtype(dtype or cfg.dtype)})
+        write(path, self.items(), self.session.table, cfg.format, metadata=recipe_metadata(cfg, self.report),
+              dtype=cfg.dtype.torch)
+        self.report["output"] = {"path": str(path), "format": cfg.format.value, "dtype": cfg.dtype.value}
         return Path(path)
 
 

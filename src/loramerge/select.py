@@ -38,7 +38,7 @@ class Metrics:
         return cls(s.cosine, s.min_cosine, conflict, s.overlap, s.magnitude_ratio)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per group: no per-instance dict
 class GroupDecision:
     key: str
     strategy: str

@@ -250,3 +250,29 @@ def test_retention_from_the_gram_equals_products_with_the_merged_patch():
     assert fast[1] == pytest.approx(slow[1], rel=1e-6, abs=1e-12)
     assert fast[2] == pytest.approx(slow[2], rel=1e-6)
     assert fast[0][2] == 0.0 and fast[1][2] == 0.0  # strength 0: no energy, no retention
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_output_dtype(loras, tmp_path, dtype):
+    a, b = loras
+    full = merge([a, b], output=tmp_path / "f32.safetensors", arch="unknown", mode="weighted_sum", auto_strength=False)
+    half = merge([a, b], output=tmp_path / "half.safetensors", arch="unknown", mode="weighted_sum",
+                 auto_strength=False, dtype=dtype)
+    with safe_open(str(tmp_path / "half.safetensors"), "pt") as fh, safe_open(str(tmp_path / "f32.safetensors"), "pt") as f32:
+        assert set(fh.keys()) == set(f32.keys())
+        for k in fh.keys():
+            assert fh.get_tensor(k).dtype == getattr(torch, dtype)
+            assert torch.equal(fh.get_tensor(k), f32.get_tensor(k).to(getattr(torch, dtype)))  # one rounding, at the end
+    assert load_recipe(tmp_path / "half.safetensors").dtype.value == dtype
+    assert half.report["groups"] == full.report["groups"]  # the merge itself is the same
+    full.save(tmp_path / "later.safetensors", dtype=dtype)  # save() can choose another precision
+    assert (tmp_path / "later.safetensors").read_bytes() != (tmp_path / "f32.safetensors").read_bytes()
+
+
+def test_cli_dtype_is_validated(loras, tmp_path):
+    a, b = loras
+    proc = subprocess.run([sys.executable, "-m", "loramerge.cli", "merge", str(a), str(b), "-o",
+                           str(tmp_path / "m.safetensors"), "--arch", "unknown", "--dtype", "float8", "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "dtype" in proc.stderr and "float16" in proc.stderr
+    assert not list(tmp_path.glob("m.safetensors*")) and not list(tmp_path.glob(".m.safetensors*"))

@@ -108,7 +108,7 @@ def prepare(patch: Patch) -> Patch:
     return Dense(patch.dense().double())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
 class PairStats:
     """Statistics of one pair (i, j) in one group (METHOD.md §2)."""
 
@@ -133,12 +133,11 @@ class Sampled:
     values: torch.Tensor  # float64
     sign: torch.Tensor    # int8
     abs: torch.Tensor     # float64
-    square: torch.Tensor  # float64
 
     @classmethod
     def of(cls, values: torch.Tensor) -> Sampled:
         values = values.double()
-        return cls(values, torch.sign(values).to(torch.int8), values.abs(), values * values)
+        return cls(values, torch.sign(values).to(torch.int8), values.abs())
 
 
 def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: float,
@@ -160,8 +159,9 @@ def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: floa
     s_mask, sd_mask = strong.to(torch.float64), strong_disagree.to(torch.float64)
     weighted = _ratio(weight @ sd_mask, weight @ s_mask)
     conflict_strong = _ratio(strong_disagree.sum(), strong.sum())
-    d = math.sqrt(float(va.square @ s_mask) * float(vb.square @ s_mask))
-    cos_strong = float((va.values * vb.values) @ s_mask) / d if d > 0 else cosine
+    sa, sb = va.values * s_mask, vb.values * s_mask  # the strong entries, zeros elsewhere
+    d = float(sa.norm() * sb.norm())
+    cos_strong = float(sa @ sb) / d if d > 0 else cosine
     expected = math.acos(max(-1.0, min(1.0, cos_strong))) / math.pi
     return PairStats(i, j, dot, cosine, conflict, weighted, conflict_strong, cos_strong, expected,
                      max(conflict_strong - expected, 0.0), subspace_overlap(a, b) if overlap is None else overlap,

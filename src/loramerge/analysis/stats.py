@@ -27,7 +27,7 @@ def block_of(key: str) -> str:
     return m.group(1) if m else key.rsplit(".", 1)[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
 class GroupStats:
     key: str
     loras: tuple[int, ...]           # indices of the LoRAs present in this group

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -84,11 +85,12 @@ class TensorSource:
             self.metadata: dict[str, str] = {}
         else:
             header, self.metadata = read_header(self.path)
-            self._header = header
             with open(self.path, "rb") as fh:
                 self._data_start = 8 + struct.unpack("<Q", fh.read(8))[0]
-            self.shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-            self.dtypes = {k: str(v["dtype"]) for k, v in header.items()}
+            # compact forms only: the parsed JSON of a big header is ~1 MiB of small objects per file
+            self.shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
+            self.dtypes = {k: sys.intern(str(v["dtype"])) for k, v in header.items()}
+            self._offsets = {k: (int(v["data_offsets"][0]), int(v["data_offsets"][1])) for k, v in header.items()}
 
     def keys(self) -> list[str]:
         return list(self.shapes)
@@ -104,13 +106,12 @@ class TensorSource:
         out = {}
         with open(self.path, "rb") as fh:
             for key in keys:
-                info = self._header[key]
-                start, end = (int(x) for x in info["data_offsets"])
+                start, end = self._offsets[key]
                 fh.seek(self._data_start + start)
                 raw = fh.read(end - start)
                 if len(raw) != end - start:
                     raise InputFileError(self.path, "tensor data is cut short", key=key, hint="the file is truncated")
-                out[key] = _tensor(raw, info, self.path, key)
+                out[key] = _tensor(raw, self.dtypes[key], self.shapes[key], self.path, key)
         return out
 
 
@@ -119,11 +120,11 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
-def _tensor(raw: bytes, info: dict, path: Path, key: str) -> torch.Tensor:
-    dtype = _DTYPES.get(info["dtype"])
+def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
+    dtype = _DTYPES.get(dtype_name)
     if dtype is None:
-        raise InputFileError(path, f"unsupported tensor dtype {info['dtype']}", key=key)
-    shape = [int(d) for d in info["shape"]]
+        raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
+    shape = list(shape)
     if not raw:
         return torch.empty(shape, dtype=dtype)
     flat = torch.frombuffer(bytearray(raw), dtype=dtype)

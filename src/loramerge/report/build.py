@@ -8,7 +8,7 @@ mean_abs_cosine, floored, reason}}, ``suggested_max_strength``, ``strategy_count
 retention, effective_strength}], ``pairs`` [{a, b, branch, cosine, groups}], ``groups`` [{key,
 strategy, n_loras, loras, cosine, conflict, excess_conflict, effective_conflict,
 subspace_overlap, magnitude_ratio, retention {name: value}, rank, compression_error, exact,
-reason}], ``warnings`` [str], ``output`` {path, format} or null.
+reason}], ``warnings`` [str], ``output`` {path, format, dtype} or null.
 """
 
 from __future__ import annotations
