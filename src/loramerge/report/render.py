@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich import box
 from rich.table import Table
 
 
@@ -34,16 +35,18 @@ def render_text(report: dict, console: Console, *, max_groups: int = 40) -> None
         console.print(t)
     multi = [g for g in report["groups"] if g["n_loras"] > 1]
     if multi:
-        t = Table(title=f"groups with 2+ LoRAs ({len(multi)}; first {min(len(multi), max_groups)})", title_justify="left")
-        t.add_column("key", overflow="fold", ratio=3)
+        t = Table(title=f"groups with 2+ LoRAs ({len(multi)}; first {min(len(multi), max_groups)})", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        t.add_column("key", overflow="fold", ratio=1)
         for col in ("strategy", "cos", "excess", "overlap", "retention", "rank", "error"):
-            t.add_column(col)
+            t.add_column(col, no_wrap=True)  # numbers never wrap: the key takes what width is left
         for g in multi[:max_groups]:
             ret = " ".join(f"{v:.2f}" for v in g["retention"].values() if v is not None)
             t.add_row(g["key"].removeprefix("diffusion_model."), g["strategy"], _f(g["cosine"], "{:+.2f}"), _f(g["excess_conflict"]),
-                      _f(g["subspace_overlap"]), ret, str(g["rank"]), _f(g["compression_error"], "{:.1e}"))
+                      _f(g["subspace_overlap"]), ret, str(g["rank"]), ("0" if g["compression_error"] == 0 else _f(g["compression_error"], "{:.1e}")))
         console.print(t)
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if report.get("output"):
-        console.print(f"wrote {report['output']['path']} ({report['output']['format']})")
+        out = report["output"]
+        console.print(f"wrote {out['path']} ({out['format']}" + (f", {out['dtype']})" if out.get("dtype") else ")"))
