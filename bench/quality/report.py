@@ -181,7 +181,7 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
           f"- **Raw results:** [`{rel(out_dir / 'results.json')}`]({rel(out_dir / 'results.json')}); "
           f"sample grids: " + ", ".join(f"[{c}]({rel(out_dir / f)})" for c, f in grids.items()) + ".", ""]
     L += ["## Setup", "",
-          f"- **Data:** scikit-learn's 8×8 digits, upsampled to 16×16. Styles made measurable on real images: "
+          "- **Data:** scikit-learn's 8×8 digits, upsampled to 16×16. Styles made measurable on real images: "
           "*bold* = grey dilation (3×3), *thin* = grey erosion (plus-shaped), *slant* = shear 0.35.",
           f"- **Base model:** class-conditional DDPM, MLP denoiser (hidden {cfg.model.hidden}, {cfg.model.blocks} residual "
           f"blocks, eps prediction, sinusoidal time + class embedding), T = {cfg.model.steps} linear-β steps, ancestral "

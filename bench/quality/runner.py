@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import jobs as J
-from .config import CASES, LORAS, BenchConfig
+from .config import LORAS, BenchConfig
 
 
 @dataclass

@@ -9,7 +9,6 @@ merge (``ties``) must load as base + the patch loramerge reports for each group
 from __future__ import annotations
 
 import pytest
-import torch
 
 from loramerge import architectures as A
 from loramerge.architectures.engine import Stem

@@ -131,7 +131,6 @@ def test_alpha_tensor_wins_over_metadata(tmp_path):
 
 
 def test_safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle(tmp_path):
-    import json as _json
     # pad the metadata so that the header length's first byte is 0x80
     for pad in range(0, 400):
         p = tmp_path / "h.safetensors"

@@ -2,7 +2,6 @@
 computed by loramerge equals the producing library's ground truth (1e-5 relative, float32)."""
 
 import pytest
-import torch
 
 from loramerge import architectures as A
 from loramerge.architectures.engine import Stem

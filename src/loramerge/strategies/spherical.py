@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from loramerge.strategies._common import frob, norm_target, rescale_to
+from loramerge.strategies._common import norm_target, rescale_to
 from loramerge.strategies.linear import NoParams, combine
 
 
