@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -90,10 +91,11 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
     weights = [cfg.inputs[i].strength(te) * scale for i in loras]
     extra = [session.load(i, key).scaled(cfg.inputs[i].strength(te)) for i in kept]
     decision = plan.decisions.get(key)
+    gram = InputGram(patches + extra)  # computed at most once, by SLERP or by the metrics below
     merged, exact, coefficients = None, True, []
     if patches:
         merged, exact, coefficients = _merge(patches, weights, decision, cfg, plan.preset,
-                                             group_generator(cfg.seed, key))
+                                             group_generator(cfg.seed, key), gram)
     for p in extra:
         merged = p if merged is None else _concat(merged, p)
     combined = merged
@@ -101,7 +103,7 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
     # retention against each LoRA at its *user* strength: auto-strength attenuation shows in it
     strengths = [cfg.inputs[i].strength(te) for i in loras] + [1.0] * len(extra)  # extras are already scaled
     if merged is combined and coefficients is not None:  # M = Σ a_k X_k exactly: everything from the Gram
-        norms2, dots, norm2_merged = _combination_metrics(patches + extra, coefficients + [1.0] * len(extra), strengths)
+        norms2, dots, norm2_merged = _combination_metrics(gram.matrix, coefficients + [1.0] * len(extra), strengths)
     else:
         norms2, dots, norm2_merged = _generic_metrics(merged, patches + extra, strengths)
     retention = {i: (dots[k] / norms2[k] if norms2[k] > 0 else 0.0) for k, i in enumerate(loras + kept)}
@@ -110,14 +112,24 @@ def merge_group(session: Session, plan: MergePlan, key: str) -> GroupResult:
                        dict(zip(loras + kept, norms2)), norm2_merged)
 
 
-def _combination_metrics(inputs: list[Patch], coefficients: list[float], strengths: list[float]):
-    """(‖s_k X_k‖², ⟨M, s_k X_k⟩, ‖M‖²) for M = Σ a_k X_k, from the inputs' joint Gram (exact, no
+class InputGram:
+    """The [n, n] matrix of ⟨X_i, X_j⟩ over a group's inputs, computed once, on first use: from the
+    joint Gram of the factors when all are low-rank, else from float64 products."""
+
+    def __init__(self, inputs: list[Patch]):
+        self.inputs = inputs
+
+    @cached_property
+    def matrix(self) -> torch.Tensor:
+        if all(isinstance(p, LowRank) for p in self.inputs):
+            return joint_gram(self.inputs).matrix()
+        prepared = [prepare(p) for p in self.inputs]
+        return torch.tensor([[inner(a, b) for b in prepared] for a in prepared], dtype=torch.float64)
+
+
+def _combination_metrics(gram: torch.Tensor, coefficients: list[float], strengths: list[float]):
+    """(‖s_k X_k‖², ⟨M, s_k X_k⟩, ‖M‖²) for M = Σ a_k X_k, from the inputs' Gram matrix (exact, no
     product of factors of the merged patch is formed)."""
-    if all(isinstance(p, LowRank) for p in inputs):
-        gram = joint_gram(inputs).matrix()
-    else:
-        prepared = [prepare(p) for p in inputs]
-        gram = torch.tensor([[inner(a, b) for b in prepared] for a in prepared], dtype=torch.float64)
     a = torch.tensor(coefficients, dtype=torch.float64)
     s = torch.tensor(strengths, dtype=torch.float64)
     ga = gram @ a
@@ -131,7 +143,7 @@ def _generic_metrics(merged: Patch, inputs: list[Patch], strengths: list[float])
 
 
 def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, cfg: MergeConfig, preset: Preset,
-           generator: torch.Generator) -> tuple[Patch, bool, list[float] | None]:
+           generator: torch.Generator, gram: InputGram) -> tuple[Patch, bool, list[float] | None]:
     """(merged, exact, coefficients a with merged = Σ a_i ΔW_i exactly, or None)."""
     strategy = d.strategy if d else "weighted_sum"
     plain = cfg.sparsify is SparsifyMode.NONE and cfg.refine is RefineMode.NONE
@@ -140,7 +152,8 @@ def _merge(patches: list[Patch], weights: list[float], d: GroupDecision | None, 
         coefficients = linear_coefficients(weights, strategy)
         return _combine_lowrank(patches, coefficients), True, coefficients
     if strategy == "slerp" and plain and lowrank:
-        coefficients = _slerp_coefficients(patches, weights)
+        n = len(patches)  # the merged LoRAs come first in the group's inputs
+        coefficients = _slerp_coefficients(gram.matrix[:n, :n], weights)
         return _combine_lowrank(patches, coefficients), True, coefficients
     if cfg.basis_space and lowrank and cfg.refine is RefineMode.NONE and strategy in BASIS_SPACE:
         return _basis_merge(patches, weights, strategy, d, cfg, preset, generator), True, None
@@ -161,12 +174,12 @@ def linear_coefficients(weights: list[float], strategy: str) -> list[float]:
     return [w / norm if norm else 0.0 for w in weights]
 
 
-def _slerp_coefficients(patches: list[LowRank], weights: list[float]) -> list[float]:
+def _slerp_coefficients(gram: torch.Tensor, weights: list[float]) -> list[float]:
     """SLERP/Karcher is a linear combination of its inputs: its coefficients from the exact Gram."""
     from .strategies import SlerpParams
     from .strategies.spherical import slerp_combination
 
-    return slerp_combination(joint_gram(patches).matrix(), weights, SlerpParams()).tolist()
+    return slerp_combination(gram, weights, SlerpParams()).tolist()
 
 
 def _combine_lowrank(patches: list[LowRank], coefficients: list[float]) -> LowRank:

@@ -116,10 +116,6 @@ class StoredPatch:
     def rank(self) -> int | None:
         return self.blocks[1].shape[0] if self.lowrank else None
 
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.blocks)
-
     def load(self) -> Patch:
         if self.lowrank:
             up, down = (self.store.read(b) for b in self.blocks)

@@ -236,14 +236,14 @@ def test_cli_merge_leaves_only_the_output(loras, tmp_path):
 
 
 def test_retention_from_the_gram_equals_products_with_the_merged_patch():
-    from loramerge.passes import _combination_metrics, _combine_lowrank, _generic_metrics
+    from loramerge.passes import InputGram, _combination_metrics, _combine_lowrank, _generic_metrics
     from loramerge.types import LowRank
 
     g = torch.Generator().manual_seed(2)
     xs = [LowRank(torch.randn(12, r, generator=g), torch.randn(r, 7, generator=g), 0.4 * r, (12, 7)) for r in (2, 3, 1)]
     coefficients, strengths = [0.5, -1.25, 2.0], [0.8, 1.0, 0.0]
     merged = _combine_lowrank(xs, coefficients)
-    fast = _combination_metrics(xs, coefficients, strengths)
+    fast = _combination_metrics(InputGram(xs).matrix, coefficients, strengths)
     slow = _generic_metrics(merged, xs, strengths)
     assert fast[0] == pytest.approx(slow[0], rel=1e-12)  # the inputs' norms: same float64 products
     # the merged factors are float32 (c_k folded into up), so products with them agree to float32 rounding

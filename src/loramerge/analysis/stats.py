@@ -98,7 +98,8 @@ def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, g
     lowrank = all(isinstance(p, LowRank) for p in patches)
     if len(patches) == 1:  # nothing to compare: the norm only
         p = patches[0]
-        n2 = joint_gram([p]).inner(0, 0) if lowrank else inner(prepare(p), prepare(p))
+        q = None if lowrank else prepare(p)
+        n2 = joint_gram([p]).inner(0, 0) if lowrank else inner(q, q)
         return GroupStats(key, loras, numel, ranks, (max(n2, 0.0),))
     r_idx, c_idx = sample_positions(rows, cols, sample_size, generator)
     values = [Sampled.of(sample_entries(p, r_idx, c_idx)) for p in patches]

@@ -115,13 +115,13 @@ class TensorSource:
         return out
 
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
-    dtype = _DTYPES.get(dtype_name)
+    dtype = SAFETENSORS_DTYPES.get(dtype_name)
     if dtype is None:
         raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
     shape = list(shape)

@@ -30,6 +30,7 @@ from .. import TOOL_NAME, __version__
 from ..architectures.spec import ArchTable, Branch, Placement, Style
 from ..compress import to_lowrank
 from ..errors import OutputError
+from .files import SAFETENSORS_DTYPES
 from ..spool import PatchLike, materialize, rank_of
 from ..types import Dense, LowRank, Patch
 
@@ -107,7 +108,7 @@ def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool, em
     return builder(_refuse_duplicates(list(items)), table, report, lossy, emit)
 
 
-_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_ST_DTYPES = {t: name for name, t in SAFETENSORS_DTYPES.items() if t.is_floating_point and t.itemsize >= 2}  # F64..BF16
 
 
 class StreamingSafetensors:
