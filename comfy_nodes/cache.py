@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from loramerge.config import LoraInput
-from loramerge.session import file_sha256
+from loramerge.inputs import file_sha256
 
 _LOCK = threading.Lock()
 _RESULTS: OrderedDict[Hashable, Any] = OrderedDict()

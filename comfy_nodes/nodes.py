@@ -15,7 +15,7 @@ from rich.console import Console
 import loramerge
 from loramerge.api import merge as run_merge
 from loramerge.config import LoraInput, MergeConfig
-from loramerge.formats.writers import OutputFormat
+from loramerge.enums import OutputFormat
 from loramerge.pipeline import MergeResult
 from loramerge.pipeline import analyze as run_analysis
 from loramerge.report import render_text
@@ -163,8 +163,8 @@ class LoraOptimizer:
 
 def _check(placement: patching.Placement, result: MergeResult, model: str, *, strict: bool) -> list[str]:
     """Refuse LoRAs for another model; list (non-strict) or refuse (strict) what does not land."""
-    table = result.session.table
-    family = f"{table.family or table.name} ({table.name})" if table else result.session.architecture
+    table = result.inputs.table
+    family = f"{table.family or table.name} ({table.name})" if table else result.inputs.architecture
     bad = placement.missing + placement.mismatched
     bad_on_model = [b for b in bad if not patching.is_text_encoder(b.split(":")[0])]
     placed_on_model = [s for s in placement.placed if not patching.is_text_encoder(s)]
@@ -265,8 +265,8 @@ class ConflictAnalysis:
 
         def compute():
             with user_errors("Conflict Analysis"):
-                session, plan, analysis = run_analysis(MergeConfig(inputs=inputs, **options), host.progress(1))
-                return analysis_report(session, analysis, plan)
+                opened, plan, analysis = run_analysis(MergeConfig(inputs=inputs, **options), host.progress(1))
+                return analysis_report(opened, analysis, plan)
 
         report, _ = cache.cached(cache.key_of("analyze", inputs, options), compute)
         return report_text(report), heatmap.render(report["groups"])

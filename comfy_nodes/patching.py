@@ -45,7 +45,7 @@ def is_text_encoder(stem: str) -> bool:
 
 def kohya_state_dict(result) -> dict[str, torch.Tensor]:
     """The tensors ``result.save(path, "kohya")`` would write, without writing them."""
-    return tensors_for(result.items(), result.session.table, "kohya")
+    return tensors_for(result.items(), result.inputs.table, "kohya")
 
 
 def target_weight(target: Target) -> str:

@@ -14,10 +14,11 @@ from typing import Any
 
 from loramerge import strategies
 from loramerge.architectures import TABLES
-from loramerge.config import LoraInput, MergeConfig, OutputDtype, RefineMode, SparsifyMode
-from loramerge.formats.writers import OutputFormat
+from loramerge.config import LoraInput, MergeConfig
+from loramerge.enums import OutputDtype, RefineLevel, Sparsifier
+from loramerge.enums import OutputFormat
 from loramerge.presets import PRESETS
-from loramerge.select import Optimization, StrategySet
+from loramerge.enums import Optimization, StrategySet
 
 from .errors import user_errors
 
@@ -67,11 +68,11 @@ OPTIONS: tuple[Option, ...] = (
             "a strategy name forces it on every group with 2+ LoRAs"),
     _choice("optimization", list(Optimization), "per_group decisions, one global decision, or plain addition"),
     _choice("strategy_set", list(StrategySet), "which strategies auto mode may choose"),
-    _choice("sparsify", list(SparsifyMode), "DARE/DELLA sparsification before merging"),
+    _choice("sparsify", [s for s in Sparsifier], "DARE/DELLA sparsification before merging"),
     _number("FLOAT", "density", "keep fraction for TIES/sparsification; 0 = from the statistics", 0.0, 1.0, 0.01,
             zero_is_none=True),
     _number("FLOAT", "dampening", "DELLA dampening", 0.0, 1.0, 0.01),
-    _choice("refine", list(RefineMode), "post-merge refinement"),
+    _choice("refine", list(RefineLevel), "post-merge refinement"),
     _choice("preset", [AUTO, *PRESETS], "decision thresholds; auto = from the architecture", none=AUTO),
     _choice("arch", [AUTO, *TABLES], "architecture of the LoRAs; auto = detected", none=AUTO),
     _number("INT", "rank", "rank of every merged group; 0 = exact (sum of the input ranks)", 0, 4096,

@@ -113,7 +113,7 @@ def what_if(kind: str | None):
         yield
         return
     import loramerge.plan as plan_mod
-    import loramerge.select as select_mod
+    import loramerge.decide as select_mod
 
     saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide
     try:
@@ -181,9 +181,9 @@ def knots_ties(inputs: list[dict], out: Path, *, seed: int) -> dict:
     writer writes the file."""
     from loramerge.api import analyze
     from loramerge.formats.writers import OutputItem, write
-    from loramerge.session import group_generator
+    from loramerge.rng import group_generator
     from loramerge.strategies import TiesParams, knots_basis, merge_in_basis
-    from loramerge.types import LowRank
+    from loramerge.patches import LowRank
 
     session, plan, _ = analyze(inputs, arch="unknown", seed=seed, mode="ties", auto_strength=False)
     items, counts = [], {}

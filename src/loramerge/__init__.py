@@ -5,8 +5,7 @@
 >>> result.save("merged.safetensors")  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-TOOL_NAME = "loramerge"
+from .version import TOOL_NAME, __version__
 
 __all__ = ["__version__", "TOOL_NAME", "merge", "analyze", "load_recipe"]
 

@@ -41,7 +41,7 @@ def merge(inputs: Sequence[InputLike], *, output: str | Path | None = None, prog
 
 
 def analyze(inputs: Sequence[InputLike], **options):
-    """Pass 1 and the plan; returns (session, plan, analysis). Writes nothing."""
+    """Pass 1 and the plan; returns (inputs, plan, analysis). Writes nothing."""
     cfg = MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
     return _analyze(cfg)
 

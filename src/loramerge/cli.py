@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import LoraMergeError
-from .formats.writers import OutputFormat
+from .enums import OutputFormat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compose several diffusion-model LoRAs into one, resolving interference per weight group.")
@@ -30,7 +30,7 @@ def inspect(files: Annotated[list[Path], typer.Argument(help="LoRA files.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per file).")] = False,
             arch: ArchOpt = None, base: BaseOpt = None, allow_pickle: PickleOpt = False) -> None:
     """Show format, architecture, adapter kinds, ranks, alphas and keys that do not fit."""
-    from .inspect import inspect_file
+    from .inspection import inspect_file
 
     summaries = [inspect_file(f, arch=arch, base=base, allow_pickle=allow_pickle) for f in files]
     if as_json:
@@ -229,8 +229,8 @@ def analyze(
                   base=str(base) if base else None, seed=seed, arch=arch, strict=False if lenient else None,
                   allow_pickle=True if allow_pickle else None)
     with _progress(quiet or as_json) as progress:
-        session, plan, analysis = run_analyze(cfg, progress)
-    report = analysis_report(session, analysis, plan)
+        inputs, plan, analysis = run_analyze(cfg, progress)
+    report = analysis_report(inputs, analysis, plan)
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

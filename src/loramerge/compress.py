@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .types import Dense, LowRank, Patch
+from .patches import Dense, LowRank, Patch
 
 
 @dataclass(frozen=True)

@@ -3,40 +3,11 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .formats.writers import OutputFormat
-from .select import Optimization, StrategySet
-
-
-class SparsifyMode(str, Enum):
-    NONE = "none"
-    DARE = "dare"
-    DELLA = "della"
-    DARE_CONFLICT = "dare_conflict"
-    DELLA_CONFLICT = "della_conflict"
-
-
-class RefineMode(str, Enum):
-    NONE = "none"
-    REFINE = "refine"
-    FULL = "full"
-
-
-class OutputDtype(str, Enum):
-    """Precision of the tensors in the written file (the merge itself runs in float32/float64)."""
-
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    BFLOAT16 = "bfloat16"
-
-    @property
-    def torch(self) -> torch.dtype:
-        return getattr(torch, self.value)
+from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Sparsifier, StrategySet
 
 
 class LoraInput(BaseModel):
@@ -88,10 +59,10 @@ class MergeConfig(BaseModel):
     mode: str = "auto"                          # "auto" or a strategy name forced on every multi-LoRA group
     optimization: Optimization = Optimization.PER_GROUP
     strategy_set: StrategySet = StrategySet.FULL
-    sparsify: SparsifyMode = SparsifyMode.NONE
+    sparsify: Sparsifier = Sparsifier.NONE
     density: float | None = Field(default=None, gt=0, le=1)
     dampening: float = Field(default=0.0, ge=0, le=1)
-    refine: RefineMode = RefineMode.NONE
+    refine: RefineLevel = RefineLevel.NONE
     preset: str | None = None
     arch: str | None = None
     rank: int | None = Field(default=None, gt=0)

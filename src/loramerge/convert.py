@@ -6,9 +6,11 @@ from pathlib import Path
 
 from . import architectures as A
 from .basemodel import BaseModel
-from .formats.align import UNKNOWN, load_group
-from .formats.writers import OutputFormat, OutputItem, WriteReport, write
-from .inspect import open_and_align
+from .enums import UNKNOWN_ARCH
+from .formats.align import load_group
+from .enums import OutputFormat
+from .formats.writers import OutputItem, WriteReport, write
+from .inspection import open_and_align
 
 
 def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFormat.KOHYA, *,
@@ -16,7 +18,7 @@ def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFo
             allow_pickle: bool = False, lossy: bool = False) -> WriteReport:
     """Read `src`, place every key, write `dst` in `fmt`. Strict: any unplaced key is an error."""
     file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)
-    table = None if alignment.architecture == UNKNOWN else A.get_table(alignment.architecture)
+    table = None if alignment.architecture == UNKNOWN_ARCH else A.get_table(alignment.architecture)
     base_model = BaseModel.open(base, table) if base else None
     items = []
     for group, contributions in alignment.groups.items():

@@ -1,13 +1,30 @@
-"""`MergePlan`: the decisions of one merge as a value that can be printed, saved and compared."""
+"""`MergePlan`: every decision of one merge, resolved to the parameters pass 2 executes.
+
+`make_plan` is pure: pass-1 statistics and the configuration in, a plan out. Each group's
+`GroupDecision` carries its strategy, the strategy's params, the sparsifier, the refinement level,
+the execution path and the output rank, so that the engine never re-decides anything.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from . import strategies
+from .analysis.stats import GroupStats
+from .config import MergeConfig
+from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
+from .enums import RefineLevel, Sparsifier
 from .presets import Preset, preset_for
-from .select import GroupDecision, plan_groups
+from .strategies import SparsifyParams, TiesParams
+
+if TYPE_CHECKING:
+    from .analysis.pass1 import Analysis
+    from .engine import GroupResult
+    from .inputs import Inputs
 
 
 @dataclass(frozen=True)
@@ -16,7 +33,9 @@ class MergePlan:
     preset: Preset
     decisions: dict[str, GroupDecision]
     auto: dict[str, AutoStrength] = field(default_factory=dict)  # "model" / "text_encoder"
-    suggested_max_strength: float | None = None
+    rank: int | None = None               # output rank of groups without a decision (preserved only)
+    rel_error: float | None = None
+    suggested_max_strength: float | None = None  # set from the merge results (`with_results`)
 
     def scale(self, text_encoder: bool) -> float:
         branch = self.auto.get("text_encoder" if text_encoder else "model")
@@ -28,9 +47,14 @@ class MergePlan:
             counts[d.strategy] = counts.get(d.strategy, 0) + 1
         return dict(sorted(counts.items()))
 
+    def with_results(self, results: list[GroupResult]) -> MergePlan:
+        """The plan with `suggested_max_strength` from the merged groups' norms."""
+        return replace(self, suggested_max_strength=suggested_max_strength(results, self.preset))
+
     def to_dict(self) -> dict:
         return {"architecture": self.architecture, "preset": self.preset.name,
                 "auto_strength": {k: asdict(v) for k, v in self.auto.items()},
+                "rank": self.rank, "rel_error": self.rel_error,
                 "suggested_max_strength": self.suggested_max_strength,
                 "decisions": {k: d.to_dict() for k, d in self.decisions.items()}}
 
@@ -38,24 +62,61 @@ class MergePlan:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def make_plan(session, analysis) -> MergePlan:
+def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
     """Decisions per group and auto-strength per branch from pass-1 statistics (pure)."""
-    cfg = session.cfg
-    preset = preset_for(session.architecture, cfg.preset)
+    cfg = inputs.cfg
+    preset = preset_for(inputs.architecture, cfg.preset)
     override = None if cfg.mode == "auto" else cfg.mode
     decisions = plan_groups(analysis.stats, preset, optimization=cfg.optimization, strategy_set=cfg.strategy_set,
                             override=override, smoothing=cfg.smoothing, use_excess=cfg.use_excess)
-    auto = {}
+    resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
+    auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
+    return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error)
+
+
+def resolve(d: GroupDecision, s: GroupStats, cfg: MergeConfig, preset: Preset) -> GroupDecision:
+    """The decision with everything pass 2 needs: params, sparsifier, refinement, path, output rank."""
+    strategy = strategies.get(d.strategy)
+    params = strategy.params_cls()
+    if isinstance(params, TiesParams):  # the user's density first, then the statistics', then the preset's
+        params = TiesParams(density=cfg.density or d.density or preset.dare_density, sign_method=d.sign_method or "total")
+    sparsifier = None
+    if cfg.sparsify is not Sparsifier.NONE:
+        sparsifier = SparsifyParams(cfg.sparsify, cfg.density or preset.dare_density, cfg.dampening)
+    lowrank, plain = not s.full_rank, sparsifier is None and cfg.refine is RefineLevel.NONE
+    if strategy.linear and plain and lowrank:
+        path = "exact"
+    elif cfg.basis_space and lowrank and cfg.refine is RefineLevel.NONE and strategy.basis_space:
+        path = "basis"
+    else:
+        path = "dense"
+    return replace(d, params=params, sparsifier=sparsifier, refine=cfg.refine, path=path, rank=cfg.rank,
+                   rel_error=cfg.rel_error)
+
+
+def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[str, AutoStrength]:
+    cfg, auto = inputs.cfg, {}
     for branch in sorted(analysis.norms2):
         te = branch == "text_encoder"
         loras = sorted(analysis.norms2[branch])
-        if not cfg.auto_strength:
-            continue
-        full_rank = any(None in analysis.stats[k].ranks for k in analysis.stats if session.is_text_encoder(k) == te)
+        full_rank = any(s.full_rank for k, s in analysis.stats.items() if inputs.is_text_encoder(k) == te)
         floor = preset.full_rank_floor if full_rank else preset.orthogonal_floor
         index = {i: n for n, i in enumerate(loras)}
         auto[branch] = auto_strength([cfg.inputs[i].strength(te) for i in loras],
                                      [analysis.norms2[branch][i] for i in loras],
                                      {(index[i], index[j]): v for (i, j), v in analysis.dots[branch].items()},
                                      floor=floor, near_orthogonal=preset.near_orthogonal_cos)
-    return MergePlan(session.architecture, preset, decisions, auto)
+    return auto
+
+
+def suggested_max_strength(results: list[GroupResult], preset: Preset) -> float | None:
+    """How much stronger the merge could be applied before it outweighs its inputs on average:
+    Σ_groups mean_i ‖w_iΔW_i‖ / Σ_groups ‖M‖, clamped to [1, the preset's cap]; None if M = 0."""
+    sum_inputs = sum_merged = 0.0
+    for r in results:
+        if r.norm2_inputs:
+            sum_inputs += sum(math.sqrt(v) for v in r.norm2_inputs.values()) / len(r.norm2_inputs)
+            sum_merged += math.sqrt(max(r.norm2_merged, 0.0))
+    if sum_merged <= 0:
+        return None
+    return min(max(sum_inputs / sum_merged, 1.0), preset.max_strength_cap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .enums import UNKNOWN_ARCH
 from .errors import UnknownNameError
 
 
@@ -38,8 +39,6 @@ PRESETS: dict[str, Preset] = {
                           density_min=0.4, density_max=0.95, noise_ratio=0.05, orthogonal_floor=1.0, max_strength_cap=5.0),
 }
 
-ARCH_PRESET = {"sd15": "sd_unet", "sdxl": "sd_unet", "unknown": "sd_unet", "flux": "dit", "wan": "dit",
-               "zimage": "dit", "ltx": "dit", "hunyuan_video": "dit", "qwen_image": "llm", "acestep": "acestep_dit"}
 VIDEO_ORTHOGONAL_FLOOR = {"wan": 1.0, "ltx": 1.0}
 
 
@@ -49,7 +48,9 @@ def preset_for(architecture: str, name: str | None = None) -> Preset:
         if name not in PRESETS:
             raise UnknownNameError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
         return PRESETS[name]
-    preset = PRESETS[ARCH_PRESET.get(architecture, "sd_unet")]
+    from .architectures import PRESET_OF  # each architecture table names its preset: the one source
+
+    preset = PRESETS[PRESET_OF.get(architecture, PRESET_OF[UNKNOWN_ARCH])]
     if architecture in VIDEO_ORTHOGONAL_FLOOR:
         preset = replace(preset, orthogonal_floor=VIDEO_ORTHOGONAL_FLOOR[architecture])
     return preset

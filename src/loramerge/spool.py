@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .types import Dense, LowRank, Patch
+from .patches import Dense, LowRank, Patch
 
 
 @dataclass(frozen=True)

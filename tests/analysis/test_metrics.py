@@ -7,7 +7,7 @@ import torch
 
 from loramerge.analysis.metrics import inner, pair_stats, sample_entries, sample_positions, subspace_overlap
 from loramerge.analysis.stats import block_of, group_stats
-from loramerge.types import Dense, LowRank
+from loramerge.patches import Dense, LowRank
 
 
 def _lowrank(out, inn, r, seed, scale=0.7):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from loramerge.architectures import UNKNOWN, Branch, Stem, detect
+from loramerge.enums import UNKNOWN_ARCH as UNKNOWN
+from loramerge.architectures import Branch, Stem, detect
 from loramerge.architectures.detect import has_marker
 
 D, TE1, TE2, TE3 = Branch.DENOISER, Branch.TE1, Branch.TE2, Branch.TE3

@@ -27,7 +27,7 @@ def library_inputs(loras, entries) -> list[LoraInput]:
 
 def expected_from_groups(result, strength_model: float, strength_clip: float) -> dict[str, torch.Tensor]:
     """ΔW per canonical group key (``key`` or ``key:bias``) at the output strengths."""
-    te = result.session.is_text_encoder
+    te = result.inputs.is_text_encoder
     return {g.key: g.patch.dense().float() * (strength_clip if te(g.key) else strength_model) for g in result.groups}
 
 

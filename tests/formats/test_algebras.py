@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from loramerge.formats import algebras
-from loramerge.types import AdapterKind, Dense, LowRank
+from loramerge.patches import AdapterKind, Dense, LowRank
 
 
 def test_lora_linear_hand_worked():

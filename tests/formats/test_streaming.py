@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from loramerge.errors import OutputError
 from loramerge.formats.writers import OutputItem, StreamingSafetensors, tensors_for, write
 from loramerge.spool import PatchStore, StoredPatch, materialize, rank_of
-from loramerge.types import Dense, LowRank
+from loramerge.patches import Dense, LowRank
 from loramerge.architectures.spec import Placement
 
 

@@ -9,7 +9,7 @@ from loramerge.analysis.stats import group_stats
 from loramerge.api import merge
 from loramerge.formats.align import align, load_group
 from loramerge.formats.reader import AdapterFile
-from loramerge.types import Dense, LowRank
+from loramerge.patches import Dense, LowRank
 from tests.formats.test_fixture_truth import canonical
 
 PAIRS = [("sdxl_peft_diffusers", "sdxl_lycoris_locon"), ("flux_peft_diffusers", "lycoris_wrapper"),
@@ -53,7 +53,7 @@ def test_linear_merge_of_fixtures_reproduces_weighted_sum(real_fixtures, tmp_pat
     table = A.get_table("sdxl")
     ta = {canonical(table, k): v for k, v in fa.truth.items()}
     tb = {canonical(table, k): v for k, v in fb.truth.items()}
-    assert res.session.architecture == "sdxl"
+    assert res.inputs.architecture == "sdxl"
     assert any(k.startswith("te1.") for k in ta) and any(k.startswith("te2.") for k in ta)
     for g in res.groups:
         want = 0.8 * ta[g.key] if g.key in ta else 0

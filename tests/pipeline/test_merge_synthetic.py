@@ -143,7 +143,7 @@ def test_cli_error_is_one_clear_line(tmp_path):
 
 def test_slerp_is_written_as_exact_low_rank_equal_to_dense_slerp(loras):
     import loramerge.strategies as S
-    from loramerge.session import group_generator
+    from loramerge.rng import group_generator
 
     a, b = loras
     res = merge([f"{a}:0.8", b], arch="unknown", mode="slerp", auto_strength=False)
@@ -236,8 +236,8 @@ def test_cli_merge_leaves_only_the_output(loras, tmp_path):
 
 
 def test_retention_from_the_gram_equals_products_with_the_merged_patch():
-    from loramerge.passes import InputGram, _combination_metrics, _combine_lowrank, _generic_metrics
-    from loramerge.types import LowRank
+    from loramerge.engine import InputGram, _combination_metrics, _combine_lowrank, _generic_metrics
+    from loramerge.patches import LowRank
 
     g = torch.Generator().manual_seed(2)
     xs = [LowRank(torch.randn(12, r, generator=g), torch.randn(r, 7, generator=g), 0.4 * r, (12, 7)) for r in (2, 3, 1)]

@@ -5,7 +5,8 @@ import pytest
 from loramerge.analysis.metrics import PairStats
 from loramerge.analysis.stats import GroupStats
 from loramerge.presets import PRESETS, preset_for
-from loramerge.select import Metrics, Optimization, StrategySet, decide, plan_groups, smooth
+from loramerge.enums import Optimization, StrategySet
+from loramerge.decide import Metrics, decide, plan_groups, smooth
 
 
 def stats(key="diffusion_model.input_blocks.4.1.proj_in", *, cos=0.0, excess=0.0, conflict=0.5, overlap=0.0,

@@ -93,7 +93,7 @@ def test_conv_factors_and_dense_shape():
     downs = [torch.randn(2, 3, 3, 3, generator=g) for _ in range(2)]
     low = merge_in_basis("weighted_sum", qr_basis(ups, downs), [1, 1], generator=gen())
     expected = sum(u.reshape(6, 2) @ d.reshape(2, 27) for u, d in zip(ups, downs)).reshape(6, 3, 3, 3)
-    torch.testing.assert_close(low.dense((6, 3, 3, 3)), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(low.dense().reshape(6, 3, 3, 3), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_factor_shapes_are_checked():

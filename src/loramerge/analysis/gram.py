@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..types import LowRank
+from ..patches import LowRank
 
 CHUNK = 1024       # rows (columns) of the factors converted to float64 at once
 GRAM_TOL = 1e-13   # eigenvalues of a factor Gram below this share of the largest are null directions

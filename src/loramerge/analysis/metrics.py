@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..types import Dense, LowRank, Patch
+from ..patches import Dense, LowRank, Patch
 
 NOISE_FLOOR = 0.05
 DENSE_BASIS_ENERGY = 0.99  # numerically full-rank dense deltas: basis = top singular vectors holding 99 % of the energy

@@ -10,7 +10,7 @@ from itertools import combinations
 
 import torch
 
-from ..types import LowRank, Patch
+from ..patches import LowRank, Patch
 from .gram import joint_gram
 from .metrics import (PairStats, Sampled, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries,
                       sample_positions)

@@ -10,12 +10,10 @@ from .detect import Detection, detect
 from .engine import KeyPlacer, Stem
 from .registry import PRESET_OF, TABLES, get_table, placer
 from .spec import Alias, ArchTable, Branch, Fused, Placement, Style
-from .unknown import UNKNOWN
 
 __all__ = [
     "PRESET_OF",
     "TABLES",
-    "UNKNOWN",
     "Alias",
     "ArchTable",
     "Branch",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from .engine import KeyPlacer, Stem
 from .registry import TABLES, placer
 from .spec import ArchTable
-from .unknown import MIN_SHARE, UNKNOWN
+from ..enums import UNKNOWN_ARCH
+from .unknown import MIN_SHARE
 
 TIE_BY_MARKERS = 0.75  # confidence factor when family markers broke a tie of placed counts
 TIE_BY_PRIORITY = 0.5  # ... when only the tables' priority did
@@ -70,7 +71,7 @@ def detect(stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None)
     tables = TABLES if tables is None else tables
     total = len(stems)
     if total == 0:
-        return Detection(UNKNOWN, 0.0, 0, 0, (), None, "no keys to detect the architecture from")
+        return Detection(UNKNOWN_ARCH, 0.0, 0, 0, (), None, "no keys to detect the architecture from")
     scores = sorted(
         (score(t, placer(n) if tables is TABLES else KeyPlacer(t), stems) for n, t in tables.items()),
         key=lambda s: s.rank,
@@ -80,7 +81,7 @@ def detect(stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None)
     share = best.placed / total
     if share < MIN_SHARE:
         return Detection(
-            UNKNOWN,
+            UNKNOWN_ARCH,
             round(1.0 - share, 4),
             best.placed,
             total,

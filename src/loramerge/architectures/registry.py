@@ -14,7 +14,8 @@ from .ltx import ltx_table
 from .qwen_image import qwen_image_table
 from .sd import sd15_table, sdxl_table
 from .spec import ArchTable
-from .unknown import UNKNOWN, UNKNOWN_PRESET
+from ..enums import UNKNOWN_ARCH
+from .unknown import UNKNOWN_PRESET
 from .wan import wan_table
 from .zimage import zimage_table
 
@@ -33,7 +34,7 @@ TABLES: dict[str, ArchTable] = {
     )
 }
 
-PRESET_OF: dict[str, str] = {name: t.preset for name, t in TABLES.items()} | {UNKNOWN: UNKNOWN_PRESET}
+PRESET_OF: dict[str, str] = {name: t.preset for name, t in TABLES.items()} | {UNKNOWN_ARCH: UNKNOWN_PRESET}
 
 
 def get_table(name: str) -> ArchTable:
@@ -45,7 +46,7 @@ def get_table(name: str) -> ArchTable:
     known = ", ".join(TABLES)
     close = difflib.get_close_matches(name, list(TABLES), n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    if name == UNKNOWN:
+    if name == UNKNOWN_ARCH:
         hint = " 'unknown' has no table: files of unknown architecture are keyed by their own names."
     raise UnknownNameError(f"Unknown architecture {name!r}; known: {known}.{hint}")
 

@@ -8,7 +8,6 @@ the most conservative.
 
 from __future__ import annotations
 
-UNKNOWN = "unknown"
 UNKNOWN_PRESET = "sd_unet"
 
 MIN_SHARE = 0.5

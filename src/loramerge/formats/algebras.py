@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..types import AdapterKind, Dense, LowRank, Patch
+from ..patches import AdapterKind, Dense, LowRank, Patch
 
 LORA_ROLES = {"down", "up", "mid"}
 LOHA_ROLES = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"}

@@ -14,11 +14,11 @@ import torch
 
 from ..architectures.engine import KeyPlacer, Stem
 from ..architectures.spec import ArchTable, Branch, Placement
+from ..enums import UNKNOWN_ARCH
 from ..errors import InputFileError, UnplacedKeysError
-from ..types import Dense, LowRank, Patch
+from ..patches import Dense, LowRank, Patch
 from .reader import AdapterFile, ModuleEntry
 
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def stems_of(file: AdapterFile) -> list[Stem]:
 
 def align(file: AdapterFile, table: ArchTable | None, placer: KeyPlacer | None, *, strict: bool = True) -> Alignment:
     """Place `file`'s entries with `table` (None: architecture 'unknown', modules keep their own names)."""
-    out = Alignment(file, table.name if table else UNKNOWN)
+    out = Alignment(file, table.name if table else UNKNOWN_ARCH)
     out.unplaced.extend(file.unparsed)
     for entry in file.entries.values():
         placement = _place(entry, table, placer)
@@ -162,7 +162,7 @@ def detect_and_align(file: AdapterFile, arch: str | None = None, *, strict: bool
     from .. import architectures as A
 
     name = arch or A.detect(stems_of(file)).architecture
-    if name == UNKNOWN:
+    if name == UNKNOWN_ARCH:
         return align(file, None, None, strict=strict)
     return align(file, A.get_table(name), A.placer(name), strict=strict)
 

@@ -38,27 +38,27 @@ _SUFFIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
-# Underscored (kohya-family) stem prefixes -> branch. Longest first.
-_KOHYA_PREFIXES: tuple[tuple[str, Branch], ...] = (
-    ("lora_transformer_", Branch.DENOISER),
-    ("lora_unet_", Branch.DENOISER),
-    ("lora_te1_", Branch.TE1),
-    ("lora_te2_", Branch.TE2),
-    ("lora_te3_", Branch.TE3),
-    ("lora_te_", Branch.TE1),
-    ("lycoris_", Branch.DENOISER),
-)
+# The branch prefixes loramerge writes (an architecture table may override them, e.g. SD's "unet").
+KOHYA_PREFIX: dict[Branch, str] = {Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te1", Branch.TE2: "lora_te2",
+                                   Branch.TE3: "lora_te3"}
+DIFFUSERS_PREFIX: dict[Branch, str] = {Branch.DENOISER: "transformer", Branch.TE1: "text_encoder",
+                                       Branch.TE2: "text_encoder_2", Branch.TE3: "text_encoder_3"}
 
-# Dotted stem prefixes -> (family, branch). Longest first.
-_DOTTED_PREFIXES: tuple[tuple[str, str, Branch], ...] = (
-    ("model.diffusion_model.", "comfy", Branch.DENOISER),
-    ("diffusion_model.", "comfy", Branch.DENOISER),
-    ("text_encoder_2.", "diffusers", Branch.TE2),
-    ("text_encoder_3.", "diffusers", Branch.TE3),
-    ("text_encoder.", "diffusers", Branch.TE1),
-    ("transformer.", "diffusers", Branch.DENOISER),
-    ("unet.", "diffusers", Branch.DENOISER),
-)
+
+def _longest_first(prefixes):
+    return tuple(sorted(prefixes, key=lambda p: -len(p[0])))
+
+
+# Underscored (kohya-family) stem prefixes read -> branch: the written ones plus the other trainers'.
+_KOHYA_PREFIXES: tuple[tuple[str, Branch], ...] = _longest_first(
+    [(p + "_", b) for b, p in KOHYA_PREFIX.items()]
+    + [("lora_transformer_", Branch.DENOISER), ("lora_te_", Branch.TE1), ("lycoris_", Branch.DENOISER)])
+
+# Dotted stem prefixes read -> (family, branch): the written diffusers ones, "unet." and ComfyUI's.
+_DOTTED_PREFIXES: tuple[tuple[str, str, Branch], ...] = _longest_first(
+    [(p + ".", "diffusers", b) for b, p in DIFFUSERS_PREFIX.items()]
+    + [("unet.", "diffusers", Branch.DENOISER), ("model.diffusion_model.", "comfy", Branch.DENOISER),
+       ("diffusion_model.", "comfy", Branch.DENOISER)])
 
 
 @dataclass(frozen=True)

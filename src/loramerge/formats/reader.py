@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputFileError
-from ..types import AdapterKind, Patch
+from ..patches import AdapterKind, Patch
 from . import algebras
 from .dialects import ParsedStem, parse_key, parse_stem
 from .files import TensorSource
@@ -157,7 +157,7 @@ class AdapterFile:
             if base_weight is None:
                 raise InputFileError(self.path, "DoRA (weight-decomposed) module needs the base weight to compute ΔW",
                                      key=entry.roles["dora_scale"], hint="pass the base model with --base MODEL.safetensors")
-            from ..types import Dense
+            from ..patches import Dense
             patches["weight"] = Dense(algebras.apply_dora(patches["weight"].dense(), base_weight, dora))
         return patches
 

@@ -21,24 +21,19 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import torch
 
-from .. import TOOL_NAME, __version__
+from ..version import TOOL_NAME, __version__
+from ..enums import OutputFormat
 from ..architectures.spec import ArchTable, Branch, Placement, Style
 from ..compress import to_lowrank
 from ..errors import OutputError
+from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .files import SAFETENSORS_DTYPES
 from ..spool import PatchLike, materialize, rank_of
-from ..types import Dense, LowRank, Patch
-
-
-class OutputFormat(str, Enum):
-    KOHYA = "kohya"
-    DIFFUSERS = "diffusers"
-    COMFY = "comfy"
+from ..patches import Dense, LowRank, Patch
 
 
 @dataclass(frozen=True)
@@ -58,9 +53,6 @@ class WriteReport:
     dropped: list[str] = field(default_factory=list)              # only with lossy=True
 
 
-_DEFAULT_KOHYA = {Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te1", Branch.TE2: "lora_te2", Branch.TE3: "lora_te3"}
-_DEFAULT_DIFFUSERS = {Branch.DENOISER: "transformer", Branch.TE1: "text_encoder", Branch.TE2: "text_encoder_2",
-                      Branch.TE3: "text_encoder_3"}
 
 
 def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None, fmt: OutputFormat | str,
@@ -258,7 +250,7 @@ def _dense_tensors(prefix: str, param: str, patch: Patch, is_norm: bool) -> dict
 
 def _kohya_name(table: ArchTable | None, module: str) -> str:
     branch, path = module.split(".", 1)
-    prefixes = {**_DEFAULT_KOHYA, **(table.kohya_prefix if table else {})}
+    prefixes = {**KOHYA_PREFIX, **(table.kohya_prefix if table else {})}
     return f"{prefixes[Branch(branch)]}_{path.replace('.', '_')}"
 
 
@@ -321,7 +313,7 @@ def _diffusers(items, table, report, lossy, emit):
     from ..architectures.engine import KeyPlacer
 
     placer = KeyPlacer(table) if table else None
-    prefixes = {**_DEFAULT_DIFFUSERS, **(table.diffusers_prefix if table else {})}
+    prefixes = {**DIFFUSERS_PREFIX, **(table.diffusers_prefix if table else {})}
     configs: dict[str, dict] = {}
     for it in items:
         label = f"{it.placement.key}" + ("" if it.param == "weight" else f" ({it.param})")

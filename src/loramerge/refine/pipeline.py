@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 
 import torch
 
+from loramerge.enums import RefineLevel
 from loramerge.refine.knots import KnotsParams, knots
 from loramerge.refine.orthogonalize import OrthogonalizeParams, orthogonalize
 from loramerge.refine.tall import TallParams, tall_masks
 from loramerge.strategies import SparsifyParams, Sparsifier, Strategy, TiesParams, merge, sparsify
 from loramerge.strategies._common import check_inputs
 from loramerge.strategies.compose import resolve
-
-
-class RefineLevel(str, Enum):
-    NONE = "none"      # no refinement
-    REFINE = "refine"  # TALL-masks + orthogonalization, column-wise TIES voting
-    FULL = "full"      # refine + KnOTS
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from .. import TOOL_NAME, __version__
+from ..version import TOOL_NAME, __version__
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -27,11 +27,10 @@ def _num(x: float | None) -> float | None:
     return round(float(x), 6)
 
 
-def build_report(session, analysis, plan, results, *, hashes: dict[int, str], output: dict | None) -> dict:
-    cfg = session.cfg
+def build_report(inputs, analysis, plan, results, *, hashes: dict[int, str], output: dict | None) -> dict:
+    cfg = inputs.cfg
     labels = [inp.label for inp in cfg.inputs]
     groups, ret_num, ret_den, touched = [], defaultdict(float), defaultdict(float), defaultdict(int)
-    sum_inputs = sum_merged = 0.0
     for r in results:
         s, d = analysis.stats.get(r.key), plan.decisions.get(r.key)
         groups.append(_group_row(r, s, d, labels))
@@ -40,12 +39,6 @@ def build_report(session, analysis, plan, results, *, hashes: dict[int, str], ou
             ret_num[i] += value * n2
             ret_den[i] += n2
             touched[i] += 1
-        if r.norm2_inputs:
-            sum_inputs += sum(math.sqrt(v) for v in r.norm2_inputs.values()) / len(r.norm2_inputs)
-            sum_merged += math.sqrt(max(r.norm2_merged, 0.0))
-    suggested = None
-    if sum_merged > 0:
-        suggested = min(max(sum_inputs / sum_merged, 1.0), plan.preset.max_strength_cap)
     loras = []
     for i, inp in enumerate(cfg.inputs):
         retention = ret_num[i] / ret_den[i] if ret_den[i] else None
@@ -55,16 +48,16 @@ def build_report(session, analysis, plan, results, *, hashes: dict[int, str], ou
                       "effective_strength": _num(None if retention is None else retention * inp.strength_model)})
     return {
         "schema_version": REPORT_SCHEMA_VERSION, "tool": TOOL_NAME, "version": __version__,
-        "architecture": session.architecture,
-        "detection": None if session.detection is None else {"confidence": _num(session.detection.confidence),
-                                                            "reason": session.detection.reason},
+        "architecture": inputs.architecture,
+        "detection": None if inputs.detection is None else {"confidence": _num(inputs.detection.confidence),
+                                                            "reason": inputs.detection.reason},
         "preset": plan.preset.name, "options": cfg.model_dump(mode="json", exclude={"inputs"}),
         "auto_strength": {b: (_num(plan.auto[b].scale) if b in plan.auto else None) for b in ("model", "text_encoder")},
         "auto_strength_detail": {b: {k: (_num(v) if isinstance(v, float) else v) for k, v in vars(a).items()}
                                  for b, a in plan.auto.items()},
-        "suggested_max_strength": _num(suggested), "strategy_counts": plan.strategy_counts(),
+        "suggested_max_strength": _num(plan.suggested_max_strength), "strategy_counts": plan.strategy_counts(),
         "loras": loras, "pairs": _pairs(analysis, labels), "groups": groups,
-        "warnings": _warnings(session, analysis, labels, loras), "output": output,
+        "warnings": _warnings(inputs, analysis, labels, loras), "output": output,
     }
 
 
@@ -96,9 +89,9 @@ def _pairs(analysis, labels) -> list[dict]:
     return out
 
 
-def _warnings(session, analysis, labels, loras) -> list[str]:
+def _warnings(inputs, analysis, labels, loras) -> list[str]:
     warnings = []
-    for name, keys in session.unplaced().items():
+    for name, keys in inputs.unplaced().items():
         warnings.append(f"{name}: {len(keys)} key(s) not placed and left out: {', '.join(keys[:5])}")
     for pair in _pairs(analysis, labels):
         if pair["cosine"] is not None and pair["cosine"] < -0.3:
@@ -110,12 +103,10 @@ def _warnings(session, analysis, labels, loras) -> list[str]:
     return warnings
 
 
-def analysis_report(session, analysis, plan) -> dict:
+def analysis_report(inputs, analysis, plan) -> dict:
     """The report of `analyze`: statistics and decisions, no merge results (retention/rank are null)."""
     from types import SimpleNamespace
 
     placeholders = [SimpleNamespace(key=k, retention={}, norm2_inputs={}, norm2_merged=0.0, rank=None, rel_error=None,
-                                    exact=None) for k in session.keys]
-    report = build_report(session, analysis, plan, placeholders, hashes={}, output=None)
-    report["suggested_max_strength"] = None
-    return report
+                                    exact=None) for k in inputs.keys]
+    return build_report(inputs, analysis, plan, placeholders, hashes={}, output=None)

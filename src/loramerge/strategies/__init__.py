@@ -11,7 +11,7 @@ Every strategy is called as ``strategy(deltas, weights, params, *, generator) ->
 ...         generator=torch.Generator().manual_seed(0))
 """
 
-from loramerge.strategies.basis import CoreBasis, LowRank, factorize, knots_basis, merge_in_basis, qr_basis
+from loramerge.strategies.basis import CoreBasis, factorize, knots_basis, merge_in_basis, qr_basis
 from loramerge.strategies.catalog import BUILTIN, get, names, register
 from loramerge.strategies.compose import merge
 from loramerge.strategies.linear import AddDifferenceParams, NoParams
@@ -23,7 +23,7 @@ from loramerge.strategies.ties import MagnitudePruneParams, TiesParams
 from loramerge.strategies.ziplora import Probe, ZipLoraParams
 
 __all__ = [
-    "AddDifferenceParams", "BUILTIN", "CoreBasis", "DuplicateStrategyError", "LowRank",
+    "AddDifferenceParams", "BUILTIN", "CoreBasis", "DuplicateStrategyError",
     "MagnitudePruneParams", "NoParams", "Probe", "Registry", "SignMethod", "SlerpParams", "Sparsifier",
     "SparsifyParams", "Strategy", "TiesParams", "UnknownStrategyError", "ZipLoraParams", "conflict_mask",
     "factorize", "get", "knots_basis", "merge", "merge_in_basis", "names", "qr_basis", "register",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from loramerge.patches import LowRank
 from loramerge.strategies.compose import merge
 from loramerge.strategies.registry import Strategy
 from loramerge.strategies.sparsify import SparsifyParams
@@ -41,23 +42,6 @@ class CoreBasis:
         """Dense ``ΔW_i`` as ``[out, in]``."""
         m = self.left @ self.cores[i]
         return m if self.right is None else m @ self.right
-
-
-@dataclass(frozen=True, eq=False)
-class LowRank:
-    """A merged delta as factors: ``ΔW = up @ down``, ``up`` ``[out, r]``, ``down`` ``[r, in]``."""
-
-    up: torch.Tensor
-    down: torch.Tensor
-
-    @property
-    def rank(self) -> int:
-        return self.up.shape[1]
-
-    def dense(self, shape: Sequence[int] | None = None) -> torch.Tensor:
-        """Multiply the factors out, reshaped to ``shape`` (e.g. a conv weight's) when given."""
-        m = self.up @ self.down
-        return m if shape is None else m.reshape(tuple(shape))
 
 
 def _flat_factors(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor]):
@@ -130,7 +114,7 @@ def factorize(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor | None
     root = s[:k].sqrt()
     up = left @ (u[:, :k] * root)
     down = root[:, None] * vh[:k]
-    return LowRank(up, down if right is None else down @ right)
+    return LowRank(up, down if right is None else down @ right, 1.0, None)
 
 
 def merge_in_basis(

@@ -7,11 +7,16 @@ patch (METHOD §8) instead of calling these functions on dense deltas.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from loramerge.strategies._common import contributions, frob
+
+Gram = Callable[[], torch.Tensor] | None
+"""The inputs' Gram matrix ⟨ΔW_i, ΔW_j⟩ on demand (computed at most once by the caller), or None
+where a coefficient rule does not need it."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,33 @@ def combine(deltas: Sequence[torch.Tensor], coefficients: Sequence[float]) -> to
     return contributions(deltas, coefficients).sum(dim=0)
 
 
+def sum_coefficients(weights: Sequence[float], gram: Gram, params: object) -> list[float]:
+    """Coefficients of `weighted_sum`: the weights themselves."""
+    return list(weights)
+
+
+def average_coefficients(weights: Sequence[float], gram: Gram, params: object) -> list[float]:
+    """Coefficients of `weighted_average`: ``w_i / Σ|w_k|`` (all zero when every weight is zero)."""
+    total = sum(abs(w) for w in weights)
+    return [w / total if total else 0.0 for w in weights]
+
+
+def normalize_coefficients(weights: Sequence[float], gram: Gram, params: object) -> list[float]:
+    """Coefficients of `normalize`: ``w_i / sqrt(Σ w_k²)`` (all zero when every weight is zero)."""
+    root = sum(w * w for w in weights) ** 0.5
+    return [w / root if root else 0.0 for w in weights]
+
+
+def _combine_or_zero(deltas: Sequence[torch.Tensor], coefficients: list[float]) -> torch.Tensor:
+    return combine(deltas, coefficients) if any(coefficients) else torch.zeros_like(deltas[0])
+
+
 def weighted_sum(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
     """Task arithmetic: ``M = Σ w_i ΔW_i``.
 
     Ilharco et al., "Editing Models with Task Arithmetic" (ICLR 2023); PEFT ``task_arithmetic``.
     """
-    return combine(deltas, weights)
+    return combine(deltas, sum_coefficients(weights, None, params))
 
 
 def weighted_average(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
@@ -49,10 +75,7 @@ def weighted_average(deltas, weights, params: NoParams, *, generator) -> torch.T
     The classic LoRA blend (seed 002 §4.3.1, eq. 2), normalised by the absolute weights so that
     negative strengths subtract without shrinking the denominator (METHOD §4).
     """
-    total = sum(abs(w) for w in weights)
-    if total == 0.0:
-        return torch.zeros_like(deltas[0])
-    return combine(deltas, [w / total for w in weights])
+    return _combine_or_zero(deltas, average_coefficients(weights, None, params))
 
 
 def normalize(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
@@ -61,10 +84,7 @@ def normalize(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:
     For orthogonal deltas of equal norm this keeps the norm of one delta: the orthogonal case of
     the paper's interference-aware energy normalization (seed 000, §3.5), applied per group.
     """
-    root = sum(w * w for w in weights) ** 0.5
-    if root == 0.0:
-        return torch.zeros_like(deltas[0])
-    return combine(deltas, [w / root for w in weights])
+    return _combine_or_zero(deltas, normalize_coefficients(weights, None, params))
 
 
 def l2_weighted_average(deltas, weights, params: NoParams, *, generator) -> torch.Tensor:

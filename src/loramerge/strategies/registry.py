@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -16,6 +17,9 @@ from loramerge.errors import LoraMergeError
 from loramerge.strategies._common import check_inputs
 
 MergeFn = Callable[..., torch.Tensor]
+"""``fn(deltas, weights, params, *, generator) -> Tensor`` (see `Strategy`)."""
+CoefficientsFn = Callable[[Sequence[float], Callable[[], torch.Tensor], Any], list[float]]
+"""``rule(weights, gram, params) -> a`` with ``merge = Σ a_i ΔW_i``; ``gram()`` gives ⟨ΔW_i, ΔW_j⟩."""
 
 
 class UnknownStrategyError(KeyError, LoraMergeError):
@@ -47,7 +51,14 @@ class Strategy:
         averaging: identical inputs ``x`` at positive weights merge to ``x``.
         min_inputs / max_inputs: how many deltas the strategy accepts (``None``: no upper bound).
         elementwise: the result at a position depends only on that position (plus per-tensor
-            statistics); such strategies are the ones that make sense on basis coefficients.
+            statistics).
+        coefficients: for strategies whose result is a linear combination ``Σ a_i ΔW_i`` of the
+            inputs, the rule giving ``a`` from the weights and the inputs' Gram matrix; the engine
+            then merges low-rank inputs exactly (concatenated factors) without materialising ΔW.
+        basis_space: the strategy can act on the coefficients of a shared orthonormal basis
+            (`merge_in_basis`), giving an exactly low-rank result.
+        scale_invariant: scaling every weight by c > 0 leaves the result unchanged (averages):
+            strength multipliers, auto-strength included, have no effect on such a group.
     """
 
     name: str
@@ -58,6 +69,13 @@ class Strategy:
     min_inputs: int = 1
     max_inputs: int | None = None
     elementwise: bool = True
+    coefficients: CoefficientsFn | None = None
+    basis_space: bool = False
+    scale_invariant: bool = False
+
+    @property
+    def linear(self) -> bool:
+        return self.coefficients is not None
 
     def default_params(self) -> object:
         return self.params_cls()

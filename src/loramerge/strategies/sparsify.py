@@ -10,25 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
-
 import torch
 
+from loramerge.enums import Sparsifier
 from loramerge.strategies._common import check_fraction, rows, uniform
-
-
-class Sparsifier(str, Enum):
-    """How a delta is thinned before merging."""
-
-    MAGNITUDE = "magnitude"            # keep the top `density` fraction by |value| (TIES trim)
-    DARE = "dare"                      # keep each entry with probability `density`, rescale
-    DELLA = "della"                    # magnitude-ranked keep probabilities per row, rescale
-    DARE_CONFLICT = "dare_conflict"    # DARE only where the LoRAs disagree in sign
-    DELLA_CONFLICT = "della_conflict"  # DELLA only where the LoRAs disagree in sign
-
-    @property
-    def random(self) -> bool:
-        return self is not Sparsifier.MAGNITUDE
 
 
 @dataclass(frozen=True)
@@ -140,6 +125,8 @@ def sparsify(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: S
     ``conflict_limit`` of the positions they act as the uniform variant (seed 000, §3.7).
     """
     method = params.method
+    if method is Sparsifier.NONE:
+        return list(deltas)
     if method is Sparsifier.MAGNITUDE:
         return [magnitude_trim(d, params.density) for d in deltas]
     uniform_method = Sparsifier.DARE if method in (Sparsifier.DARE, Sparsifier.DARE_CONFLICT) else Sparsifier.DELLA

@@ -11,7 +11,7 @@ one linear combination of the inputs. This is exact, cheap and independent of th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +109,11 @@ def slerp_combination(gram: torch.Tensor, weights: Sequence[float], params: Sler
         coeffs[i] = b * sg / norms[i]
     length = _qnorm(gram, coeffs)
     return coeffs * (target / length) if length > 0 else torch.zeros_like(coeffs)
+
+
+def slerp_rule(weights: Sequence[float], gram: Callable[[], torch.Tensor], params: SlerpParams) -> list[float]:
+    """The `Strategy.coefficients` rule of SLERP: `slerp_combination` on the inputs' Gram matrix."""
+    return slerp_combination(gram(), weights, params).tolist()
 
 
 def slerp(deltas, weights, params: SlerpParams, *, generator) -> torch.Tensor:

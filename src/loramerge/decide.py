@@ -1,25 +1,19 @@
-"""Per-group strategy selection (METHOD.md §3): statistics in, decisions out. Pure."""
+"""Per-group strategy selection (METHOD.md §3): statistics in, decisions out. Pure.
+
+`plan_groups` applies the decision tree; `loramerge.plan.make_plan` then resolves every parameter
+the merge engine needs (strategy params, sparsifier, execution path, output rank) into each
+`GroupDecision`, so that pass 2 only executes what the plan says.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from enum import Enum
+from typing import Any
 
 from .analysis.stats import GroupStats, block_of
+from .enums import Optimization, RefineLevel, StrategySet
 from .presets import Preset
-
-
-class StrategySet(str, Enum):
-    FULL = "full"
-    NO_SLERP = "no_slerp"
-    BASIC = "basic"
-
-
-class Optimization(str, Enum):
-    PER_GROUP = "per_group"
-    GLOBAL = "global"
-    ADDITIVE = "additive"
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,13 @@ class GroupDecision:
     density: float | None = None
     metrics: Metrics | None = None      # what the decision used (smoothed)
     raw: Metrics | None = None
+    # resolved for execution by `loramerge.plan.make_plan`:
+    params: Any = None                  # the strategy's params dataclass
+    sparsifier: Any = None              # SparsifyParams, or None
+    refine: RefineLevel = RefineLevel.NONE
+    path: str = ""                      # "exact" (Σ a_i ΔW_i from factors), "basis" or "dense"
+    rank: int | None = None             # output rank; None: exact, or the sum of the input ranks
+    rel_error: float | None = None      # relative-error target of the re-factorisation instead
 
     def to_dict(self) -> dict:
         return asdict(self)

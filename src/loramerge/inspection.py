@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import architectures as A
 from .basemodel import BaseModel
-from .formats.align import UNKNOWN, Alignment, align, stems_of
+from .enums import UNKNOWN_ARCH
+from .formats.align import Alignment, align, stems_of
 from .formats.reader import AdapterFile
 
 _META_SHOWN = ("ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
@@ -44,7 +45,7 @@ def open_and_align(path: str | Path, *, arch: str | None = None, strict: bool = 
     file = AdapterFile(path, allow_pickle=allow_pickle)
     detection = A.detect(stems_of(file))
     name = arch or detection.architecture
-    table = None if name == UNKNOWN else A.get_table(name)
+    table = None if name == UNKNOWN_ARCH else A.get_table(name)
     alignment = align(file, table, A.placer(name) if table else None, strict=strict)
     return file, alignment, detection
 
@@ -66,7 +67,7 @@ def inspect_file(path: str | Path, *, arch: str | None = None, base: str | Path 
         unplaced_keys=list(alignment.unplaced),
     )
     if base is not None:
-        table = None if alignment.architecture == UNKNOWN else A.get_table(alignment.architecture)
+        table = None if alignment.architecture == UNKNOWN_ARCH else A.get_table(alignment.architecture)
         summary.base_missing, summary.base_mismatched = check_against_base(alignment, BaseModel.open(base, table))
     return summary
 

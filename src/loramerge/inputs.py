@@ -1,6 +1,7 @@
-"""Opening the inputs of a merge: files, one architecture, alignment, the group index, loading.
+"""The inputs of a merge, opened: files, one architecture, alignment, the group index, loading.
 
-Tensors are never held here: `load()` reads one LoRA's patch of one group on demand.
+The first layer of the one-way flow ``inputs → statistics → plan → merge → write``. Tensors are
+never held here: `group()` reads the patches of one group on demand, for pass 1 and again for pass 2.
 """
 
 from __future__ import annotations
@@ -9,20 +10,32 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from . import architectures as A
 from .architectures.spec import ArchTable, Placement
 from .basemodel import BaseModel
 from .config import MergeConfig
 from .errors import BaseModelMismatchError, LoraMergeError
-from .formats.align import UNKNOWN, Alignment, align, load_group, stems_of
+from .enums import UNKNOWN_ARCH
+from .formats.align import Alignment, align, load_group, stems_of
 from .formats.reader import AdapterFile
-from .types import Patch
+from .patches import Patch
+
+
+@dataclass(frozen=True)
+class GroupInputs:
+    """One group's patches as read from the files: the LoRAs to merge and those preserved (added on
+    top at their strength), with their indices into the configuration's inputs."""
+
+    key: str
+    loras: list[int]
+    patches: list[Patch]
+    kept: list[int]
+    kept_patches: list[Patch]
+    text_encoder: bool
 
 
 @dataclass
-class Session:
+class Inputs:
     cfg: MergeConfig
     files: list[AdapterFile]
     alignments: list[Alignment]
@@ -45,6 +58,15 @@ class Session:
             weight = self.base.weight(contributions[0].base_target)
         return load_group(self.alignments[i], self.table, key, weight)
 
+    def group(self, key: str, *, preserved: bool = True) -> GroupInputs:
+        """The patches of one group, read now (merged LoRAs, then preserved ones unless told not to)."""
+        loras, kept = self.groups[key], (self.preserved[key] if preserved else [])
+        return GroupInputs(key, loras, [self.load(i, key) for i in loras], kept, [self.load(i, key) for i in kept],
+                           self.is_text_encoder(key))
+
+    def branch(self, key: str) -> str:
+        return "text_encoder" if self.is_text_encoder(key) else "model"
+
     def is_text_encoder(self, key: str) -> bool:
         return self.targets[key][0].branch.is_text_encoder
 
@@ -52,24 +74,24 @@ class Session:
         return {self.cfg.inputs[i].label: a.unplaced for i, a in enumerate(self.alignments) if a.unplaced}
 
 
-def open_session(cfg: MergeConfig) -> Session:
+def open_inputs(cfg: MergeConfig) -> Inputs:
     files = [AdapterFile(inp.path, allow_pickle=cfg.allow_pickle) for inp in cfg.inputs]
     detection = None if cfg.arch else A.detect([s for f in files for s in stems_of(f)])
     name = cfg.arch or detection.architecture
-    table = None if name == UNKNOWN else A.get_table(name)
+    table = None if name == UNKNOWN_ARCH else A.get_table(name)
     placer = A.placer(name) if table else None
     alignments = [align(f, table, placer, strict=cfg.strict) for f in files]
     base = BaseModel.open(cfg.base, table) if cfg.base else None
-    session = Session(cfg, files, alignments, name, detection, table, base)
-    _index(session)
+    inputs = Inputs(cfg, files, alignments, name, detection, table, base)
+    _index(inputs)
     if base is not None:
-        _check_base(session)
-    if not session.targets:
+        _check_base(inputs)
+    if not inputs.targets:
         raise LoraMergeError("no target is left to merge (check --include/--exclude and the inputs)")
-    return session
+    return inputs
 
 
-def _index(s: Session) -> None:
+def _index(s: Inputs) -> None:
     for i, (inp, alignment) in enumerate(zip(s.cfg.inputs, s.alignments)):
         for key, contributions in alignment.groups.items():
             if not inp.wants(key):
@@ -82,8 +104,8 @@ def _index(s: Session) -> None:
         s.preserved.setdefault(key, [])
 
 
-def _check_base(s: Session) -> None:
-    from .inspect import check_against_base
+def _check_base(s: Inputs) -> None:
+    from .inspection import check_against_base
 
     problems = []
     for i, alignment in enumerate(s.alignments):
@@ -103,8 +125,3 @@ def file_sha256(path: str | Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def group_generator(seed: int, key: str) -> torch.Generator:
-    """A CPU generator seeded from (global seed, group key): independent of order, device and threads."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))

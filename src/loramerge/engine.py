@@ -1,0 +1,181 @@
+"""Pass 2, the merge engine: executes the plan, one group's tensors in memory at a time.
+
+Each group's patches are read again, merged on the path the plan chose for it ("exact": a linear
+combination written as concatenated factors; "basis": the strategy on shared-basis coefficients;
+"dense": the strategy on materialised deltas) and brought to a write-ready low-rank form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from . import strategies
+from .analysis.gram import joint_gram
+from .analysis.metrics import inner, prepare
+from .compress import factorize_dense, factorize_lowrank
+from .decide import GroupDecision
+from .enums import Progress
+from .formats.align import add_patches
+from .inputs import Inputs
+from .patches import Dense, LowRank, Patch
+from .plan import MergePlan
+from .refine import RefineParams, refined_merge
+from .rng import group_generator
+from .spool import PatchLike
+
+
+@dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
+class GroupResult:
+    key: str
+    patch: PatchLike  # in memory from `merge_group`; a spool handle once `pipeline.run` has stored it
+    rank: int
+    rel_error: float
+    retention: dict[int, float]  # LoRA index -> ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖² (preserved LoRAs included)
+    exact: bool
+    norm2_inputs: dict[int, float]  # LoRA index -> ‖w_iΔW_i‖²
+    norm2_merged: float
+
+
+def pass2(inputs: Inputs, plan: MergePlan, progress: Progress | None = None) -> Iterator[GroupResult]:
+    keys = inputs.keys
+    for n, key in enumerate(keys):
+        if progress:
+            progress("merge", key, n, len(keys))
+        yield merge_group(inputs, plan, key)
+
+
+def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
+    cfg = inputs.cfg
+    g = inputs.group(key)
+    te, scale = g.text_encoder, plan.scale(g.text_encoder)
+    weights = [cfg.inputs[i].strength(te) * scale for i in g.loras]
+    extra = [p.scaled(cfg.inputs[i].strength(te)) for i, p in zip(g.kept, g.kept_patches)]
+    decision = plan.decisions.get(key)
+    gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
+    merged: Patch | None = None
+    exact, coefficients = True, []
+    if g.patches:
+        assert decision is not None, f"{key}: no plan for a group with LoRAs to merge"
+        merged, exact, coefficients = execute(decision, g.patches, weights, gram, cfg.device,
+                                              group_generator(cfg.seed, key))
+    for p in extra:
+        merged = p if merged is None else add_patches(merged, p)
+    assert merged is not None
+    combined = merged
+    rank, rel_error = (decision.rank, decision.rel_error) if decision else (plan.rank, plan.rel_error)
+    merged, err = _refactor(merged, g.patches + extra, rank, rel_error, group_generator(cfg.seed, key + "#svd"))
+    # retention against each LoRA at its *user* strength: auto-strength attenuation shows in it
+    strengths = [cfg.inputs[i].strength(te) for i in g.loras] + [1.0] * len(extra)  # extras are already scaled
+    if merged is combined and coefficients is not None:  # M = Σ a_k X_k exactly: everything from the Gram
+        norms2, dots, norm2_merged = _combination_metrics(gram.matrix, coefficients + [1.0] * len(extra), strengths)
+    else:
+        norms2, dots, norm2_merged = _generic_metrics(merged, g.patches + extra, strengths)
+    everyone = g.loras + g.kept
+    retention = {i: (dots[k] / norms2[k] if norms2[k] > 0 else 0.0) for k, i in enumerate(everyone)}
+    out_rank = merged.rank if isinstance(merged, LowRank) else 0
+    return GroupResult(key, merged, out_rank, err, retention, exact and err == 0.0, dict(zip(everyone, norms2)),
+                       norm2_merged)
+
+
+def execute(d: GroupDecision, patches: list[Patch], weights: list[float], gram: InputGram, device: str,
+            generator: torch.Generator) -> tuple[Patch, bool, list[float] | None]:
+    """The planned merge of one group: (merged, exact, coefficients a with merged = Σ a_i ΔW_i, or None)."""
+    strategy = strategies.get(d.strategy)
+    if d.path == "exact":
+        assert strategy.coefficients is not None
+        n = len(patches)  # the merged LoRAs come first in the group's inputs
+        coefficients = strategy.coefficients(weights, lambda: gram.matrix[:n, :n], d.params)
+        return _combine_lowrank(patches, coefficients), True, coefficients
+    if d.path == "basis":
+        return _basis_merge(patches, weights, d, generator), True, None
+    try:
+        merged = _dense_merge(patches, weights, d, generator, torch.device(device))
+    except torch.OutOfMemoryError:  # METHOD §10: fall back to the CPU for this group only
+        merged = _dense_merge(patches, weights, d, generator, torch.device("cpu"))
+    return Dense(merged), False, None
+
+
+class InputGram:
+    """The [n, n] matrix of ⟨X_i, X_j⟩ over a group's inputs, computed once, on first use: from the
+    joint Gram of the factors when all are low-rank, else from float64 products."""
+
+    def __init__(self, inputs: list[Patch]):
+        self.inputs = inputs
+
+    @cached_property
+    def matrix(self) -> torch.Tensor:
+        if all(isinstance(p, LowRank) for p in self.inputs):
+            return joint_gram(self.inputs).matrix()
+        prepared = [prepare(p) for p in self.inputs]
+        return torch.tensor([[inner(a, b) for b in prepared] for a in prepared], dtype=torch.float64)
+
+
+def _combination_metrics(gram: torch.Tensor, coefficients: list[float], strengths: list[float]):
+    """(‖s_k X_k‖², ⟨M, s_k X_k⟩, ‖M‖²) for M = Σ a_k X_k, from the inputs' Gram matrix (exact, no
+    product of factors of the merged patch is formed)."""
+    a = torch.tensor(coefficients, dtype=torch.float64)
+    s = torch.tensor(strengths, dtype=torch.float64)
+    ga = gram @ a
+    return (s * s * gram.diagonal()).tolist(), (s * ga).tolist(), float(a @ ga)
+
+
+def _generic_metrics(merged: Patch, inputs: list[Patch], strengths: list[float]):
+    m = prepare(merged)  # one float64 copy of the merged patch for all products
+    contributions = [prepare(p.scaled(s)) for p, s in zip(inputs, strengths)]
+    return [inner(c, c) for c in contributions], [inner(m, c) for c in contributions], inner(m, m)
+
+
+def _combine_lowrank(patches: list[Patch], coefficients: list[float]) -> LowRank:
+    """Exact low-rank patch Σ c_i ΔW_i: up = [c_1·s_1·up_1 | …], down = [down_1; …], rank Σr_i."""
+    lows = [p for p in patches if isinstance(p, LowRank)]
+    assert len(lows) == len(patches), "the exact path takes low-rank inputs only"
+    up = torch.cat([p.up * (p.scale * c) for p, c in zip(lows, coefficients)], dim=1)
+    down = torch.cat([p.down for p in lows], dim=0)
+    return LowRank(up, down, 1.0, lows[0].shape)
+
+
+def _basis_merge(patches: list[Patch], weights: list[float], d: GroupDecision, generator: torch.Generator) -> LowRank:
+    """The strategy on the coefficients of a shared orthonormal basis: the result is exactly low-rank."""
+    lows = [p for p in patches if isinstance(p, LowRank)]
+    basis = strategies.qr_basis([p.up * p.scale for p in lows], [p.down for p in lows])
+    out = strategies.merge_in_basis(d.strategy, basis, weights, d.params, generator=generator, sparsifier=d.sparsifier)
+    return LowRank(out.up.float().contiguous(), out.down.float().contiguous(), 1.0, lows[0].shape)
+
+
+def _dense_merge(patches: list[Patch], weights: list[float], d: GroupDecision, generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    shape = _common_shape(patches)
+    deltas = [p.dense().reshape(shape).to(device) for p in patches]
+    merged = refined_merge(d.strategy, deltas, weights, d.params, generator=generator,
+                           refine=RefineParams.for_level(d.refine), sparsifier=d.sparsifier)
+    return merged.float().cpu()
+
+
+def _common_shape(patches: list[Patch]) -> tuple[int, ...]:
+    shapes = [p.shape for p in patches if p.shape is not None]
+    return max(shapes, key=len) if shapes else tuple(patches[0].dense().shape)
+
+
+def _refactor(merged: Patch, inputs: list[Patch], rank: int | None, rel_error: float | None,
+              generator: torch.Generator) -> tuple[Patch, float]:
+    """Write-ready low-rank form: exact when possible, else truncated SVD at the chosen rank."""
+    if merged.shape is not None and len(merged.shape) == 1:
+        return merged, 0.0  # norm/bias deltas stay dense
+    if isinstance(merged, LowRank):
+        if rank is None and rel_error is None:
+            return merged, 0.0
+        f = factorize_lowrank(merged, rank=rank, rel_error=rel_error)
+        return f.patch, f.rel_error
+    total_rank = sum(p.rank if isinstance(p, LowRank) else min(_dims(p)) for p in inputs)
+    target = rank if rank is not None else (None if rel_error is not None else total_rank)
+    f = factorize_dense(merged.delta, rank=target, rel_error=rel_error, shape=merged.shape, generator=generator)
+    return f.patch, f.rel_error
+
+
+def _dims(p: Patch) -> tuple[int, int]:
+    d = p.dense()
+    return int(d.shape[0]), int(d.numel() // d.shape[0])

@@ -1,0 +1,81 @@
+"""Every closed set of choices a user makes, one enum each, and the names shared by all layers.
+
+Dependency-free (torch is imported only when a dtype is asked for), so that `loramerge.config`,
+the CLI's ``--help`` and the ComfyUI settings node load no numerical code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+UNKNOWN_ARCH = "unknown"
+"""The architecture name of a file that no table places: its groups keep the file's own names."""
+
+Progress = Callable[[str, str, int, int], None]
+"""Progress callback: (stage, group key, index, total); stages are "analyze" and "merge"."""
+
+
+class OutputFormat(str, Enum):
+    """Key naming of the written file (FORMATS.md, 'Which outputs load where')."""
+
+    KOHYA = "kohya"
+    DIFFUSERS = "diffusers"
+    COMFY = "comfy"
+
+
+class OutputDtype(str, Enum):
+    """Precision of the tensors in the written file (the merge itself runs in float32/float64)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+    @property
+    def torch(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.value)
+
+
+class Optimization(str, Enum):
+    """How decisions are made: per group, one collective decision, or plain addition."""
+
+    PER_GROUP = "per_group"
+    GLOBAL = "global"
+    ADDITIVE = "additive"
+
+
+class StrategySet(str, Enum):
+    """Which strategies auto mode may choose."""
+
+    FULL = "full"
+    NO_SLERP = "no_slerp"
+    BASIC = "basic"
+
+
+class Sparsifier(str, Enum):
+    """How deltas are thinned before merging (METHOD §5); NONE only as a merge option."""
+
+    NONE = "none"
+    MAGNITUDE = "magnitude"            # keep the top `density` fraction by |value| (TIES trim)
+    DARE = "dare"                      # keep each entry with probability `density`, rescale
+    DELLA = "della"                    # magnitude-ranked keep probabilities per row, rescale
+    DARE_CONFLICT = "dare_conflict"    # DARE only where the LoRAs disagree in sign
+    DELLA_CONFLICT = "della_conflict"  # DELLA only where the LoRAs disagree in sign
+
+    @property
+    def random(self) -> bool:
+        return self not in (Sparsifier.MAGNITUDE, Sparsifier.NONE)
+
+
+class RefineLevel(str, Enum):
+    """Post-merge refinement (METHOD §7)."""
+
+    NONE = "none"      # no refinement
+    REFINE = "refine"  # TALL-masks + orthogonalization, column-wise TIES voting
+    FULL = "full"      # refine + KnOTS
