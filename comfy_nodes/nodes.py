@@ -6,20 +6,18 @@ Settings feeds every option of ``loramerge merge``; Conflict Analysis runs pass 
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from dataclasses import dataclass
 
 from rich.console import Console
 
 import loramerge
+from loramerge.api import analyze as run_analysis
 from loramerge.api import merge as run_merge
 from loramerge.config import LoraInput, MergeConfig
 from loramerge.enums import OutputFormat
 from loramerge.pipeline import MergeResult
-from loramerge.pipeline import analyze as run_analysis
 from loramerge.report import render_text
-from loramerge.report.build import analysis_report
 
 from . import cache, heatmap, host, patching, savepath
 from . import settings as setting_widgets
@@ -241,7 +239,7 @@ class SaveMergedLora:
         fmt = merge_data.options.get("format", OutputFormat.KOHYA.value) if format == AS_SETTINGS else format
         path.parent.mkdir(parents=True, exist_ok=True)
         with user_errors("Save Merged LoRA"):
-            dataclasses.replace(result, report=dict(result.report)).save(path, fmt)
+            result.save(path, fmt)
         message = f"saved {path} ({getattr(fmt, 'value', fmt)})"
         return {"ui": {"text": [message]}, "result": (str(path),)}
 
@@ -265,11 +263,10 @@ class ConflictAnalysis:
 
         def compute():
             with user_errors("Conflict Analysis"):
-                opened, plan, analysis = run_analysis(MergeConfig(inputs=inputs, **options), host.progress(1))
-                return analysis_report(opened, analysis, plan)
+                return run_analysis(MergeConfig(inputs=inputs, **options), progress=host.progress(1)).report()
 
         report, _ = cache.cached(cache.key_of("analyze", inputs, options), compute)
-        return report_text(report), heatmap.render(report["groups"])
+        return report_text(report), heatmap.render([g.model_dump() for g in report.groups])
 
 
 NODE_CLASS_MAPPINGS = {

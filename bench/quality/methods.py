@@ -157,7 +157,7 @@ def run_method(method: Method, paths: list[Path], out: Path, *, seed: int, lam: 
     with what_if(method.what_if):
         result = merge(inputs, arch="unknown", seed=seed, **method.options)
     result.save(out)
-    return summarize(result.report)
+    return summarize(result.report.to_dict())
 
 
 def summarize(report: dict) -> dict:

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import yaml
 
+from typing import NamedTuple
+
+from .analysis.pass1 import Analysis
 from .config import LoraInput, MergeConfig
+from .enums import Progress
 from .errors import InputFileError
 from .formats.files import read_header
-from .pipeline import MergeResult, Progress, run
+from .inputs import Inputs
+from .pipeline import MergeResult, run
 from .pipeline import analyze as _analyze
+from .plan import MergePlan
+from .report import Report, build_report
 
 InputLike = str | Path | LoraInput | dict | tuple
 
@@ -29,21 +36,39 @@ def as_input(x: InputLike) -> LoraInput:
     return LoraInput.parse(str(x))
 
 
-def merge(inputs: Sequence[InputLike], *, output: str | Path | None = None, progress: Progress | None = None,
-          **options) -> MergeResult:
-    """Merge LoRAs. Options are the fields of `MergeConfig` (mode, optimization, rank, seed, ...).
+class Analyzed(NamedTuple):
+    """What `analyze` returns: the opened inputs, the plan and the pass-1 statistics."""
+
+    inputs: Inputs
+    plan: MergePlan
+    analysis: Analysis
+
+    def report(self) -> Report:
+        """The report of the analysis: statistics and decisions, no merge results."""
+        return build_report(self.inputs, self.analysis, self.plan, None, hashes={})
+
+
+def config_of(inputs: Sequence[InputLike] | MergeConfig, options: dict) -> MergeConfig:
+    """A validated `MergeConfig` from inputs and options, or the given one (then no options)."""
+    if isinstance(inputs, MergeConfig):
+        return inputs.model_copy(update=options) if options else inputs
+    return MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
+
+
+def merge(inputs: Sequence[InputLike] | MergeConfig, *, output: str | Path | None = None,
+          progress: Progress | None = None, **options) -> MergeResult:
+    """Merge LoRAs. Options are the fields of `MergeConfig` (mode, optimization, rank, seed, ...); a
+    `MergeConfig` may be given instead of inputs and options. The front door of the CLI and ComfyUI.
 
     >>> result = merge(["style.safetensors:0.8", "character.safetensors"], seed=1)  # doctest: +SKIP
     >>> result.save("merged.safetensors", format="kohya")  # doctest: +SKIP
     """
-    cfg = MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
-    return run(cfg, progress, output)
+    return run(config_of(inputs, options), progress, output)
 
 
-def analyze(inputs: Sequence[InputLike], **options):
-    """Pass 1 and the plan; returns (inputs, plan, analysis). Writes nothing."""
-    cfg = MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
-    return _analyze(cfg)
+def analyze(inputs: Sequence[InputLike] | MergeConfig, *, progress: Progress | None = None, **options) -> Analyzed:
+    """Pass 1 and the plan; returns (inputs, plan, analysis) with `.report()`. Writes nothing."""
+    return Analyzed(*_analyze(config_of(inputs, options), progress))
 
 
 def load_recipe(path: str | Path) -> MergeConfig:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import inspect as signatures
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LoraMergeError
 from .enums import OutputFormat
+from .errors import LoraMergeError
+from .options import AUTO, BY_FIELD, OPTIONS, OptionSpec
+
+if TYPE_CHECKING:
+    from .report import Report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compose several diffusion-model LoRAs into one, resolving interference per weight group.")
@@ -105,14 +111,13 @@ def _progress(quiet: bool):
     return _Ctx()
 
 
-def _config(loras, recipe, **options):
+def _config(loras, recipe, options: dict):
     from .api import as_input, load_recipe
     from .config import MergeConfig
 
     given = {k: v for k, v in options.items() if v is not None}
     if recipe is not None:
-        cfg = load_recipe(recipe)
-        data = cfg.model_dump()
+        data = load_recipe(recipe).model_dump()
         data.update(given)
         if loras:
             data["inputs"] = [as_input(x) for x in loras]
@@ -122,42 +127,43 @@ def _config(loras, recipe, **options):
     return MergeConfig(inputs=tuple(as_input(x) for x in loras), **given)
 
 
+def _option_parameter(o: OptionSpec) -> signatures.Parameter:
+    """The typer parameter of one row of the option table (None = not given: the recipe's or the default)."""
+    shown = o.default_value if not o.optional else "automatic"
+    help = f"{o.help[:1].upper()}{o.help[1:]}."
+    if o.dynamic_choices is not None:
+        help += f" Choices: {', '.join(o.choices() or [])}."
+    help += f" (default: {shown})"
+    kind: Any = Path if o.field == "base" else o.kind
+    return signatures.Parameter(o.field, signatures.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[kind], typer.Option(*o.flags, help=help, show_default=False)])
+
+
+def with_merge_options(fn: Callable) -> Callable:
+    """Give `fn` one keyword option per row of the option table (`loramerge.options.OPTIONS`);
+    `fn` receives them as ``**options``."""
+    own = [p for p in signatures.signature(fn, eval_str=True).parameters.values() if p.kind is not signatures.Parameter.VAR_KEYWORD]
+    fn.__signature__ = signatures.Signature(own + [_option_parameter(o) for o in OPTIONS])  # type: ignore[attr-defined]
+    return fn
+
+
+def _normalised(options: dict) -> dict:
+    """Typer's values as `MergeConfig` takes them: paths as strings, "auto" as unset where it means that."""
+    out = {}
+    for k, v in options.items():
+        spec = BY_FIELD[k]
+        out[k] = str(v) if isinstance(v, Path) else (None if spec.optional and v == AUTO else v)
+    return out
+
+
 LorasArg = Annotated[Optional[list[str]], typer.Argument(help="LoRA files as PATH[:STRENGTH[,TE_STRENGTH]].")]
 
 
-def _merge_options(mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt,
-                   base, device, seed, arch, lenient, no_auto_strength, allow_pickle):
-    return dict(mode=mode, optimization=optimization, strategy_set=strategy_set, sparsify=sparsify, density=density,
-                refine=refine, preset=preset, rank=rank, rel_error=error_target, format=fmt,
-                base=str(base) if base else None, device=device, seed=seed, arch=arch,
-                strict=False if lenient else None, auto_strength=False if no_auto_strength else None,
-                allow_pickle=True if allow_pickle else None)
-
-
 @app.command()
+@with_merge_options
 def merge(
     loras: LorasArg = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output .safetensors path.")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="auto, or a strategy forced on every group with 2+ LoRAs.")] = None,
-    optimization: Annotated[Optional[str], typer.Option(help="per_group | global | additive.")] = None,
-    strategy_set: Annotated[Optional[str], typer.Option("--strategy-set", help="full | no_slerp | basic.")] = None,
-    sparsify: Annotated[Optional[str], typer.Option(help="none | dare | della | dare_conflict | della_conflict.")] = None,
-    density: Annotated[Optional[float], typer.Option(help="Sparsification / TIES density (keep fraction).")] = None,
-    refine: Annotated[Optional[str], typer.Option(help="none | refine | full.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="sd_unet | dit | llm | acestep_dit (default: from the architecture).")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="Output rank per group (default: sum of input ranks).")] = None,
-    error_target: Annotated[Optional[float], typer.Option("--error-target", help="Relative Frobenius error target instead of a rank.")] = None,
-    fmt: Annotated[Optional[OutputFormat], typer.Option("--format", help="Output format.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32 (default) | float16 | bfloat16: precision of the written tensors.")] = None,
-    base: BaseOpt = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of every random choice.")] = None,
-    arch: ArchOpt = None,
-    lenient: Annotated[bool, typer.Option("--lenient", help="Continue past keys that do not fit (reported).")] = False,
-    no_auto_strength: Annotated[bool, typer.Option("--no-auto-strength", help="Keep the strengths as given.")] = False,
-    basis_space: Annotated[bool, typer.Option("--basis-space", help="TIES/pruning/consensus on shared-basis coefficients: exactly low-rank output.")] = False,
-    smoothing: Annotated[Optional[float], typer.Option(help="Block smoothing λ of the decision metrics (0 = off; default 0.25).")] = None,
-    allow_pickle: PickleOpt = False,
     preserve: Annotated[Optional[list[str]], typer.Option("--preserve", help="Hold this input out of the merge; add it on top.")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only targets matching this regex.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out targets matching this regex.")] = None,
@@ -165,18 +171,16 @@ def merge(
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Merge and report, write no LoRA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no report on the terminal.")] = False,
+    **options: Any,
 ) -> None:
     """Merge LoRAs into one, choosing the strategy per weight group."""
-    from .pipeline import run
+    from .api import merge as run_merge
 
     if out is None and not dry_run:
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
-    cfg = _with_inputs_options(_config(loras, recipe, **_merge_options(
-        mode, optimization, strategy_set, sparsify, density, refine, preset, rank, error_target, fmt, base, device,
-        seed, arch, lenient, no_auto_strength, allow_pickle), basis_space=basis_space or None,
-        smoothing=smoothing, dtype=dtype), preserve, include, exclude)
+    cfg = _with_inputs_options(_config(loras, recipe, _normalised(options)), preserve, include, exclude)
     with _progress(quiet) as progress:
-        result = run(cfg, progress, None if dry_run else out)  # the merged patches spool next to OUT
+        result = run_merge(cfg, progress=progress, output=None if dry_run else out)  # spools next to OUT
     with result:
         _emit_report(result.report, report_json, quiet)
 
@@ -197,42 +201,31 @@ def _with_inputs_options(cfg, preserve, include, exclude):
     return cfg.model_copy(update={"inputs": tuple(inputs)})
 
 
-def _emit_report(report: dict, report_json: Path | None, quiet: bool) -> None:
+def _emit_report(report: Report, report_json: Path | None, quiet: bool) -> None:
     from .report import render_text
 
     if report_json is not None:
-        report_json.write_text(json.dumps(report, indent=2, sort_keys=True))
+        report_json.write_text(report.to_json())
     if not quiet:
         render_text(report, console)
 
 
 @app.command()
+@with_merge_options
 def analyze(
     loras: LorasArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan and statistics as JSON.")] = False,
-    mode: Annotated[Optional[str], typer.Option()] = None,
-    optimization: Annotated[Optional[str], typer.Option()] = None,
-    strategy_set: Annotated[Optional[str], typer.Option("--strategy-set")] = None,
-    preset: Annotated[Optional[str], typer.Option()] = None,
-    base: BaseOpt = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    arch: ArchOpt = None,
-    lenient: Annotated[bool, typer.Option("--lenient")] = False,
-    allow_pickle: PickleOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    **options: Any,
 ) -> None:
     """Run pass 1 and the plan only: statistics and decisions per group; writes nothing."""
-    from .pipeline import analyze as run_analyze
-    from .report.build import analysis_report
+    from .api import analyze as run_analyze
 
-    cfg = _config(loras, None, mode=mode, optimization=optimization, strategy_set=strategy_set, preset=preset,
-                  base=str(base) if base else None, seed=seed, arch=arch, strict=False if lenient else None,
-                  allow_pickle=True if allow_pickle else None)
+    cfg = _config(loras, None, _normalised(options))
     with _progress(quiet or as_json) as progress:
-        inputs, plan, analysis = run_analyze(cfg, progress)
-    report = analysis_report(inputs, analysis, plan)
+        report = run_analyze(cfg, progress=progress).report()
     if as_json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print(report.to_json())
     else:
         from .report import render_text
         render_text(report, console)

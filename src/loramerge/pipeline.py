@@ -14,7 +14,8 @@ from .errors import OutputError
 from .formats.writers import OutputItem, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan
-from .report import build_report
+from .report import Report, build_report
+from .report.model import OutputInfo
 from .spool import PatchStore
 from .version import __version__
 
@@ -30,7 +31,7 @@ class MergeResult:
     inputs: Inputs
     plan: MergePlan
     groups: list[GroupResult]
-    report: dict
+    report: Report
     store: PatchStore | None = None
 
     def items(self) -> list[OutputItem]:
@@ -46,15 +47,16 @@ class MergeResult:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def save(self, path: str | Path, format: str | None = None, dtype: str | None = None) -> Path:
+    def save(self, path: str | Path, format: str | None = None, dtype: str | None = None) -> OutputInfo:
+        """Write the merged LoRA to `path` (in `format`/`dtype`, default the configuration's);
+        returns what was written. The report is not changed."""
         cfg = self.inputs.cfg
         # the recipe in the file says how *this* file was written: re-running it gives the same bytes
         cfg = cfg.model_copy(update={"format": OutputFormat(format or cfg.format),
                                      "dtype": OutputDtype(dtype or cfg.dtype)})
         write(path, self.items(), self.inputs.table, cfg.format, metadata=recipe_metadata(cfg, self.report),
               dtype=cfg.dtype.torch)
-        self.report["output"] = {"path": str(path), "format": cfg.format.value, "dtype": cfg.dtype.value}
-        return Path(path)
+        return OutputInfo(path=str(path), format=cfg.format.value, dtype=cfg.dtype.value)
 
 
 def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
@@ -79,18 +81,18 @@ def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path |
         raise
     hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
     plan = plan.with_results(groups)
-    report = build_report(inputs, analysis, plan, groups, hashes=hashes, output=None)
+    report = build_report(inputs, analysis, plan, groups, hashes=hashes)
     result = MergeResult(inputs, plan, groups, report, store)
     if output is not None:
-        result.save(output)
+        result = replace(result, report=report.model_copy(update={"output": result.save(output)}))
     return result
 
 
-def recipe_metadata(cfg: MergeConfig, report: dict) -> dict[str, str]:
+def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
     """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed, version."""
     recipe = {"version": __version__, "config": cfg.model_dump(mode="json"),
-              "sha256": {lora["path"]: lora["sha256"] for lora in report["loras"]}}
-    summary = {"architecture": report["architecture"], "preset": report["preset"],
-               "auto_strength": report["auto_strength"], "strategy_counts": report["strategy_counts"]}
+              "sha256": {lora.path: lora.sha256 for lora in report.loras}}
+    summary = {"architecture": report.architecture, "preset": report.preset,
+               "auto_strength": report.auto_strength, "strategy_counts": report.strategy_counts}
     return {"loramerge.recipe": json.dumps(recipe, sort_keys=True), "loramerge.summary": json.dumps(summary, sort_keys=True)}
 

@@ -41,7 +41,7 @@ def _truth_keys(real_fixtures, pair):
 
 def _assert_exact_linear(result):
     assert result.groups and all(g.exact and g.rel_error == 0.0 for g in result.groups)
-    assert result.report["strategy_counts"] == {"weighted_sum": len(result.groups)}
+    assert result.report.strategy_counts == {"weighted_sum": len(result.groups)}
 
 
 def _group_results(result):
@@ -118,7 +118,7 @@ def test_transformer_weighted_sum_loads_exactly_in_diffusers(real_fixtures, merg
 
 def test_sdxl_ties_kohya_loads_as_reported_in_comfyui(real_fixtures, merged, comfy_sdxl):
     path, result = merged(*SDXL_PAIR, "ties", "kohya")
-    assert result.report["strategy_counts"].get("ties", 0) > len(result.groups) // 2
+    assert result.report.strategy_counts.get("ties", 0) > len(result.groups) // 2
     _assert_not_linear(result, real_fixtures, SDXL_PAIR, "sdxl")
     expected, rtols = _group_results(result)
     load = comfy_sdxl.load(path)
@@ -128,7 +128,7 @@ def test_sdxl_ties_kohya_loads_as_reported_in_comfyui(real_fixtures, merged, com
 @pytest.mark.parametrize("pair, arch, i2v", TRANSFORMER_PAIRS)
 def test_transformer_ties_diffusers_loads_as_reported_in_diffusers(real_fixtures, merged, pair, arch, i2v):
     path, result = merged(*pair, "ties", "diffusers")
-    assert result.report["strategy_counts"].get("ties", 0) > len(result.groups) // 2
+    assert result.report.strategy_counts.get("ties", 0) > len(result.groups) // 2
     _assert_not_linear(result, real_fixtures, pair, arch)
     expected, rtols = _group_results(result)
     load = load_transformer(arch, path, i2v=i2v)

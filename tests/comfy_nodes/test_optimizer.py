@@ -30,8 +30,8 @@ def pair_output(pack, host):
 def test_patched_weights_equal_the_library_merge(pack, host, loras, pair_output):
     model, clip, report, data = pair_output
     result = loramerge.merge(library_inputs(loras, SDXL_PAIR))  # the library alone, default options
-    assert result.report["strategy_counts"] == data.result.report["strategy_counts"]
-    assert len(result.report["strategy_counts"]) > 1, "the pair should take more than one strategy"
+    assert result.report.strategy_counts == data.result.report.strategy_counts
+    assert len(result.report.strategy_counts) > 1, "the pair should take more than one strategy"
     expected = expected_from_groups(result, 0.7, 1.3)
     assert any(k.startswith("te1.") for k in expected) and any(k.startswith("te2.") for k in expected)
     after = host.weights(model, clip)

@@ -17,9 +17,25 @@ def _defaults(pack) -> dict:
 
 
 def test_every_merge_option_has_a_widget(pack):
-    fields = {o.field for o in pack.setting_widgets.OPTIONS}
+    fields = {o.field for o in pack.setting_widgets.WIDGETS}
     assert fields == set(MergeConfig.model_fields) - {"inputs"}
-    assert set(pack.OptimizerSettings.INPUT_TYPES()["required"]) == {o.widget for o in pack.setting_widgets.OPTIONS}
+    assert set(pack.OptimizerSettings.INPUT_TYPES()["required"]) == {o.widget for o in pack.setting_widgets.WIDGETS}
+
+
+def test_settings_widgets_are_the_option_table(pack):
+    """Built from the library's option table: same fields, names, help, defaults and choices."""
+    from loramerge.options import AUTO, OPTIONS
+
+    widgets = {w.field: w for w in pack.setting_widgets.WIDGETS}
+    assert set(widgets) == {o.field for o in OPTIONS}
+    for o in OPTIONS:
+        w = widgets[o.field]
+        assert w.widget == o.widget and w.spec[1]["tooltip"] == o.help, o.field
+        default = w.spec[1]["default"]
+        assert w.to_config(default) == (None if o.optional else o.default_value), o.field
+        if isinstance(w.spec[0], list) and o.field != "device":
+            assert w.spec[0] == o.choices(), o.field
+            assert (AUTO in w.spec[0]) == (o.optional or o.field == "mode"), o.field
 
 
 def test_widget_defaults_are_the_library_defaults(pack):
@@ -68,8 +84,8 @@ def test_settings_reach_the_merge(pack, host, loras):
                                                        "merge_seed": 3})
     model, clip, report, data = pack.LoraOptimizer().optimize(host.model, stack(pack, *SDXL_PAIR), 1.0, 1.0,
                                                               clip=host.clip, settings=settings)
-    assert data.result.report["options"]["mode"] == "ties" and data.result.report["options"]["seed"] == 3
-    assert data.result.report["strategy_counts"]["ties"] > len(data.result.groups) // 2
+    assert data.result.report.options["mode"] == "ties" and data.result.report.options["seed"] == 3
+    assert data.result.report.strategy_counts["ties"] > len(data.result.groups) // 2
     result = loramerge.merge(library_inputs(loras, SDXL_PAIR), mode="ties", auto_strength=False, seed=3)
     assert patch_kinds(model) == {"lora"} and patch_kinds(clip.patcher) == {"lora"}
     expected = expected_from_groups(result, 1.0, 1.0)

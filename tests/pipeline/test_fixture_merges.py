@@ -77,5 +77,5 @@ def test_auto_merge_is_deterministic_and_readable(real_fixtures, tmp_path, a, b)
         got = load_group(written, A.get_table(arch), g.key).dense()
         torch.testing.assert_close(got.reshape(g.patch.dense().shape), g.patch.dense(), rtol=1e-5, atol=1e-6)
     report = r1.report
-    assert report["architecture"] == arch and set(report["strategy_counts"]) >= {"weighted_sum"}
-    assert all(0 <= g["compression_error"] < 1 for g in report["groups"] if g["compression_error"] is not None)
+    assert report.architecture == arch and set(report.strategy_counts) >= {"weighted_sum"}
+    assert all(0 <= g.compression_error < 1 for g in report.groups if g.compression_error is not None)

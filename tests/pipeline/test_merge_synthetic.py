@@ -52,7 +52,7 @@ def test_weighted_sum_is_exact_low_rank(loras, tmp_path, fmt):
     expected = 0.8 * da["lora_unet_blocks_0_q"] + 1.5 * db["lora_unet_blocks_0_q"]
     torch.testing.assert_close(got[name], expected, rtol=1e-5, atol=1e-6)
     assert all(g.exact and g.rank in (4, 6) for g in res.groups)
-    assert {g["key"]: g["rank"] for g in res.report["groups"]}["diffusion_model.blocks_0_q"] == 6
+    assert {g.key: g.rank for g in res.report.groups}["diffusion_model.blocks_0_q"] == 6
 
 
 def test_weighted_average_and_auto_strength_scale(loras, tmp_path):
@@ -77,10 +77,10 @@ def test_retention_of_weighted_sum_of_orthogonal_is_strength_one(tmp_path):
     save_file(t2, tmp_path / "q.safetensors")
     res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum",
                 auto_strength=False)
-    assert res.report["groups"][0]["retention"] == {"p": 1.0, "q": 1.0}
+    assert res.report.groups[0].retention == {"p": 1.0, "q": 1.0}
     avg = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_average",
                 auto_strength=False)
-    assert avg.report["groups"][0]["retention"] == {"p": 0.5, "q": 0.5}
+    assert avg.report.groups[0].retention == {"p": 0.5, "q": 0.5}
 
 
 def test_preserve_is_added_on_top_at_its_strength(loras):
@@ -126,7 +126,7 @@ def test_cli_merge_dry_run_and_report_json(loras, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
-    assert data["schema_version"] == 1 and data["architecture"] == "unknown" and data["preset"] == "sd_unet"
+    assert data["schema_version"] == 2 and data["architecture"] == "unknown" and data["preset"] == "sd_unet"
     assert set(data["auto_strength"]) == {"model", "text_encoder"}
     for g in data["groups"]:
         assert {"key", "strategy", "n_loras", "cosine", "excess_conflict", "subspace_overlap", "retention"} <= set(g)
@@ -179,9 +179,13 @@ def test_user_density_wins_over_the_per_group_estimate(loras):
     a, b = loras
     low = merge([a, b], arch="unknown", mode="ties", density=0.2, auto_strength=False)
     high = merge([a, b], arch="unknown", mode="ties", density=0.9, auto_strength=False)
-    key = "diffusion_model.blocks_0_q"
-    pl, ph = (next(g for g in r.groups if g.key == key).patch.dense() for r in (low, high))
-    assert not torch.allclose(pl, ph)
+    auto = merge([a, b], arch="unknown", mode="ties", auto_strength=False)
+    for result, want in ((low, 0.2), (high, 0.9)):
+        densities = {d.params.density for d in result.plan.decisions.values() if d.strategy == "ties"}
+        assert densities == {want}, "the user's density is the one the plan executes"
+    estimated = {d.key: d.params.density for d in auto.plan.decisions.values() if d.strategy == "ties"}
+    assert estimated and all(d == auto.plan.decisions[k].density for k, d in estimated.items())
+    assert set(estimated.values()) - {0.2, 0.9}, "without --density the statistics' estimate is used"
 
 
 def test_retention_shows_auto_strength_attenuation(tmp_path):
@@ -192,7 +196,7 @@ def test_retention_shows_auto_strength_attenuation(tmp_path):
     res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum")
     scale = res.plan.scale(False)
     assert scale == pytest.approx(0.85)  # orthogonal pair: the sd_unet floor
-    assert res.report["groups"][0]["retention"] == {"p": pytest.approx(scale), "q": pytest.approx(scale)}
+    assert res.report.groups[0].retention == {"p": pytest.approx(scale), "q": pytest.approx(scale)}
 
 
 def test_merged_patches_spool_next_to_the_output_and_go_with_the_result(loras, tmp_path):
@@ -264,7 +268,7 @@ def test_output_dtype(loras, tmp_path, dtype):
             assert fh.get_tensor(k).dtype == getattr(torch, dtype)
             assert torch.equal(fh.get_tensor(k), f32.get_tensor(k).to(getattr(torch, dtype)))  # one rounding, at the end
     assert load_recipe(tmp_path / "half.safetensors").dtype.value == dtype
-    assert half.report["groups"] == full.report["groups"]  # the merge itself is the same
+    assert half.report.groups == full.report.groups  # the merge itself is the same
     full.save(tmp_path / "later.safetensors", dtype=dtype)  # save() can choose another precision
     assert (tmp_path / "later.safetensors").read_bytes() != (tmp_path / "f32.safetensors").read_bytes()
 

@@ -67,6 +67,11 @@ def run(name, deltas, weights, params, seed=0):
 
 
 IDS = [f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)]
+# the configurations each property applies to (filtered, so that no case passes by checking nothing)
+ORDER_FREE = [(n, p) for n, p in CONFIGS if st.get(n).order_free and not is_random(params_for(n, p))]
+AVERAGING = [(n, p) for n, p in CONFIGS if st.get(n).averaging]
+LINEAR = [s.name for s in st.BUILTIN if s.linear]
+SCALE = [s.name for s in st.BUILTIN if s.name not in FAST]
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -85,14 +90,12 @@ def test_shape_dtype_device_purity_determinism(name, params, data):
     assert torch.equal(out, run(name, deltas, weights, p, seed=7)), "not deterministic for a fixed generator"
 
 
-@pytest.mark.parametrize("name,params", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("name,params", ORDER_FREE, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ORDER_FREE)])
 @SETTINGS
 @given(data=hs.data())
 def test_permutation_invariance(name, params, data):
     s = st.get(name)
     p = params_for(name, params)
-    if not s.order_free or is_random(p):
-        return
     deltas, weights = data.draw(groups(s))
     perm = data.draw(hs.permutations(range(len(deltas))))
     out = run(name, deltas, weights, p)
@@ -101,13 +104,11 @@ def test_permutation_invariance(name, params, data):
     torch.testing.assert_close(permuted, out, atol=1e-5 * scale, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name,params", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("name,params", AVERAGING, ids=[f"{n}-{i}" for i, (n, _) in enumerate(AVERAGING)])
 @SETTINGS
 @given(data=hs.data())
 def test_averaging_family_returns_identical_inputs(name, params, data):
     s = st.get(name)
-    if not s.averaging:
-        return
     deltas, weights = data.draw(groups(s, positive=True))
     same = [deltas[0]] * len(deltas)
     out = run(name, same, weights, params_for(name, params))
@@ -151,3 +152,38 @@ def test_refined_merges_keep_the_invariants(level, name, data):
     again = refined_merge(name, deltas, weights, generator=gen(3), refine=RefineParams.for_level(level),
                           sparsifier=st.SparsifyParams("della_conflict", density=0.6))
     assert torch.equal(out, again)
+
+
+def test_property_lists_are_not_empty():
+    assert len(ORDER_FREE) >= 8 and len(AVERAGING) >= 4 and len(LINEAR) >= 4
+
+
+@pytest.mark.parametrize("name", LINEAR)
+@SETTINGS
+@given(data=hs.data())
+def test_linear_strategies_are_their_coefficients(name, data):
+    """A strategy that declares a coefficient rule returns exactly Σ a_i ΔW_i with those a."""
+    s = st.get(name)
+    deltas, weights = data.draw(groups(s))
+    flat = torch.stack([d.reshape(-1) for d in deltas]).double()
+    a = s.coefficients(weights, lambda: flat @ flat.T, s.params_cls())
+    want = sum(c * d.double() for c, d in zip(a, deltas))
+    scale = max(float(want.abs().max()), 1.0)
+    torch.testing.assert_close(run(name, deltas, weights, s.params_cls()).double(), want, atol=2e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", SCALE)
+@SETTINGS
+@given(data=hs.data(), c=hs.sampled_from([0.5, 3.0]))
+def test_scale_invariance_is_declared_truthfully(name, data, c):
+    """Scaling every weight by c > 0 changes the result exactly when the strategy says it does."""
+    s = st.get(name)
+    deltas, weights = data.draw(groups(s))
+    deltas = [d.double() for d in deltas]
+    base = run(name, deltas, weights, s.params_cls(), seed=3)
+    scaled = run(name, deltas, [c * w for w in weights], s.params_cls(), seed=3)
+    tol = 1e-6 * max(float(base.abs().max()), 1.0)
+    if s.scale_invariant:
+        torch.testing.assert_close(scaled, base, atol=tol, rtol=1e-6)
+    elif bool(base.abs().max() > 1e-3):  # a zero result is scale-free whatever the strategy
+        assert not torch.allclose(scaled, base, atol=tol, rtol=1e-6), f"{name} behaves scale-invariantly"

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -89,5 +91,8 @@ def test_params_validate():
 def test_every_strategy_documents_formula_and_source():
     for s in st.BUILTIN:
         doc = s.fn.__doc__ or ""
-        assert "=" in doc or "M" in doc, s.name
-        assert any(ch.isdigit() for ch in doc), f"{s.name}: docstring should cite a paper (year)"
+        first = doc.strip().splitlines()[0] if doc.strip() else ""
+        assert re.search(r"``[^`]*[=Σ⊙·][^`]*``", doc), f"{s.name}: the docstring should give its formula in ``…``"
+        assert re.search(r"\((?:[A-Za-z ]+ )?(?:19|20)\d\d\)|\b(?:19|20)\d\d\b|seed 00\d|METHOD §", doc), \
+            f"{s.name}: the docstring should cite its source (paper and year, a seed document or METHOD)"
+        assert len(first) > 15, f"{s.name}: the docstring should open with what the strategy does"

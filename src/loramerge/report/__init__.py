@@ -1,6 +1,7 @@
-"""Merge reports: data built from the passes, rendered as text or versioned JSON."""
+"""Merge reports: a typed model built from the passes, rendered as text or versioned JSON."""
 
-from .build import REPORT_SCHEMA_VERSION, build_report
+from .build import build_report
+from .model import REPORT_SCHEMA_VERSION, Report
 from .render import render_text
 
-__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "render_text"]
+__all__ = ["REPORT_SCHEMA_VERSION", "Report", "build_report", "render_text"]

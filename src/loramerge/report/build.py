@@ -1,24 +1,22 @@
-"""The report of one merge as plain data (JSON schema version `REPORT_SCHEMA_VERSION`).
-
-Schema (version 1), top level: ``schema_version``, ``tool``, ``version``, ``architecture``,
-``detection`` {confidence, reason}, ``preset``, ``options``, ``auto_strength`` {model,
-text_encoder: scale or null}, ``auto_strength_detail`` {branch: {scale, energy, reference,
-mean_abs_cosine, floored, reason}}, ``suggested_max_strength``, ``strategy_counts``,
-``loras`` [{name, path, sha256, strength_model, strength_text_encoder, preserve, groups,
-retention, effective_strength}], ``pairs`` [{a, b, branch, cosine, groups}], ``groups`` [{key,
-strategy, n_loras, loras, cosine, conflict, excess_conflict, effective_conflict,
-subspace_overlap, magnitude_ratio, retention {name: value}, rank, compression_error, exact,
-reason}], ``warnings`` [str], ``output`` {path, format, dtype} or null.
-"""
+"""Building the `Report` of a merge (or of an analysis) from the inputs, statistics, plan and results."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..version import TOOL_NAME, __version__
+from .model import AutoStrengthDetail, Detection, GroupRow, LoraSummary, PairSummary, Report
 
-REPORT_SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from ..analysis.pass1 import Analysis
+    from ..analysis.stats import GroupStats
+    from ..decide import GroupDecision
+    from ..engine import GroupResult
+    from ..inputs import Inputs
+    from ..plan import MergePlan
 
 
 def _num(x: float | None) -> float | None:
@@ -27,86 +25,81 @@ def _num(x: float | None) -> float | None:
     return round(float(x), 6)
 
 
-def build_report(inputs, analysis, plan, results, *, hashes: dict[int, str], output: dict | None) -> dict:
+def build_report(inputs: Inputs, analysis: Analysis, plan: MergePlan, results: Sequence[GroupResult] | None, *,
+                 hashes: dict[int, str]) -> Report:
+    """The report of a merge; with ``results=None``, of an analysis (retention and ranks are null)."""
     cfg = inputs.cfg
     labels = [inp.label for inp in cfg.inputs]
-    groups, ret_num, ret_den, touched = [], defaultdict(float), defaultdict(float), defaultdict(int)
-    for r in results:
-        s, d = analysis.stats.get(r.key), plan.decisions.get(r.key)
-        groups.append(_group_row(r, s, d, labels))
+    ret_num: dict[int, float] = defaultdict(float)
+    ret_den: dict[int, float] = defaultdict(float)
+    touched: dict[int, int] = defaultdict(int)
+    by_key = {r.key: r for r in results or ()}
+    groups = [_group_row(k, by_key.get(k), analysis.stats.get(k), plan.decisions.get(k), labels) for k in inputs.keys]
+    for r in results or ():
         for i, value in r.retention.items():
-            n2 = r.norm2_inputs[i]
-            ret_num[i] += value * n2
-            ret_den[i] += n2
+            ret_num[i] += value * r.norm2_inputs[i]
+            ret_den[i] += r.norm2_inputs[i]
             touched[i] += 1
     loras = []
     for i, inp in enumerate(cfg.inputs):
         retention = ret_num[i] / ret_den[i] if ret_den[i] else None
-        loras.append({"name": labels[i], "path": inp.path, "sha256": hashes.get(i), "strength_model": inp.strength_model,
-                      "strength_text_encoder": inp.strength(True), "preserve": inp.preserve, "groups": touched[i],
-                      "retention": _num(retention),
-                      "effective_strength": _num(None if retention is None else retention * inp.strength_model)})
-    return {
-        "schema_version": REPORT_SCHEMA_VERSION, "tool": TOOL_NAME, "version": __version__,
-        "architecture": inputs.architecture,
-        "detection": None if inputs.detection is None else {"confidence": _num(inputs.detection.confidence),
-                                                            "reason": inputs.detection.reason},
-        "preset": plan.preset.name, "options": cfg.model_dump(mode="json", exclude={"inputs"}),
-        "auto_strength": {b: (_num(plan.auto[b].scale) if b in plan.auto else None) for b in ("model", "text_encoder")},
-        "auto_strength_detail": {b: {k: (_num(v) if isinstance(v, float) else v) for k, v in vars(a).items()}
-                                 for b, a in plan.auto.items()},
-        "suggested_max_strength": _num(plan.suggested_max_strength), "strategy_counts": plan.strategy_counts(),
-        "loras": loras, "pairs": _pairs(analysis, labels), "groups": groups,
-        "warnings": _warnings(inputs, analysis, labels, loras), "output": output,
-    }
+        loras.append(LoraSummary(name=labels[i], path=inp.path, sha256=hashes.get(i), strength_model=inp.strength_model,
+                                 strength_text_encoder=inp.strength(True), preserve=inp.preserve, groups=touched[i],
+                                 retention=_num(retention),
+                                 effective_strength=_num(None if retention is None else retention * inp.strength_model)))
+    pairs = _pairs(analysis, labels)
+    detection = inputs.detection
+    return Report(
+        tool=TOOL_NAME, version=__version__, architecture=inputs.architecture,
+        detection=None if detection is None else Detection(confidence=_num(detection.confidence), reason=detection.reason),
+        preset=plan.preset.name, options=cfg.model_dump(mode="json", exclude={"inputs"}),
+        auto_strength={b: (_num(plan.auto[b].scale) if b in plan.auto else None) for b in ("model", "text_encoder")},
+        auto_strength_detail={b: AutoStrengthDetail(**{k: (_num(v) if isinstance(v, float) else v)
+                                                       for k, v in vars(a).items()}) for b, a in plan.auto.items()},
+        suggested_max_strength=_num(plan.suggested_max_strength), strategy_counts=plan.strategy_counts(),
+        loras=loras, pairs=pairs, groups=groups, warnings=_warnings(inputs, pairs, loras))
 
 
-def _group_row(r, s, d, labels) -> dict:
-    return {"key": r.key, "strategy": d.strategy if d else ("preserved" if not s else "weighted_sum"),
-            "n_loras": s.n if s else 0, "loras": [labels[i] for i in (s.loras if s else ())],
-            "cosine": _num(s.cosine) if s and s.n > 1 else None,
-            "conflict": _num(s.conflict) if s and s.n > 1 else None,
-            "excess_conflict": _num(s.excess_conflict) if s and s.n > 1 else None,
-            "effective_conflict": _num(s.effective_conflict) if s and s.n > 1 else None,
-            "subspace_overlap": _num(s.overlap) if s and s.n > 1 else None,
-            "magnitude_ratio": _num(s.magnitude_ratio) if s and s.n > 1 else None,
-            "retention": {labels[i]: _num(v) for i, v in r.retention.items()},
-            "rank": r.rank, "compression_error": _num(r.rel_error), "exact": r.exact,
-            "reason": d.reason if d else ""}
+def _group_row(key: str, r: GroupResult | None, s: GroupStats | None, d: GroupDecision | None,
+               labels: list[str]) -> GroupRow:
+    multi = s is not None and s.n > 1
+
+    def stat(name: str) -> float | None:
+        return _num(getattr(s, name)) if multi else None
+
+    return GroupRow(key=key, strategy=d.strategy if d else ("preserved" if not s else "weighted_sum"),
+                    n_loras=s.n if s else 0, loras=[labels[i] for i in (s.loras if s else ())],
+                    cosine=stat("cosine"), conflict=stat("conflict"), excess_conflict=stat("excess_conflict"),
+                    effective_conflict=stat("effective_conflict"), subspace_overlap=stat("overlap"),
+                    magnitude_ratio=stat("magnitude_ratio"),
+                    retention={labels[i]: _num(v) for i, v in r.retention.items()} if r else {},
+                    rank=r.rank if r else None, compression_error=_num(r.rel_error) if r else None,
+                    exact=r.exact if r else None, reason=d.reason if d else "")
 
 
-def _pairs(analysis, labels) -> list[dict]:
+def _pairs(analysis: Analysis, labels: list[str]) -> list[PairSummary]:
+    shared: dict[tuple[int, int], int] = defaultdict(int)
+    for s in analysis.stats.values():
+        for p in s.pairs:
+            shared[(p.i, p.j)] += 1
     out = []
     for branch, dots in analysis.dots.items():
-        shared = defaultdict(int)
-        for s in analysis.stats.values():
-            for p in s.pairs:
-                shared[(p.i, p.j)] += 1
         for (i, j), dot in sorted(dots.items()):
             n_i, n_j = analysis.norms2[branch][i], analysis.norms2[branch][j]
             cos = dot / math.sqrt(n_i * n_j) if n_i > 0 and n_j > 0 else None
-            out.append({"a": labels[i], "b": labels[j], "branch": branch, "cosine": _num(cos), "groups": shared[(i, j)]})
+            out.append(PairSummary(a=labels[i], b=labels[j], branch=branch, cosine=_num(cos), groups=shared[(i, j)]))
     return out
 
 
-def _warnings(inputs, analysis, labels, loras) -> list[str]:
+def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary]) -> list[str]:
     warnings = []
     for name, keys in inputs.unplaced().items():
         warnings.append(f"{name}: {len(keys)} key(s) not placed and left out: {', '.join(keys[:5])}")
-    for pair in _pairs(analysis, labels):
-        if pair["cosine"] is not None and pair["cosine"] < -0.3:
-            warnings.append(f"{pair['a']} and {pair['b']} oppose each other in the {pair['branch']} "
-                            f"(cosine {pair['cosine']:.2f}): their effects partly cancel")
+    for pair in pairs:
+        if pair.cosine is not None and pair.cosine < -0.3:
+            warnings.append(f"{pair.a} and {pair.b} oppose each other in the {pair.branch} "
+                            f"(cosine {pair.cosine:.2f}): their effects partly cancel")
     for lora in loras:
-        if lora["retention"] is not None and lora["retention"] < 0.3:
-            warnings.append(f"{lora['name']} is mostly washed out of the merge (retention {lora['retention']:.2f})")
+        if lora.retention is not None and lora.retention < 0.3:
+            warnings.append(f"{lora.name} is mostly washed out of the merge (retention {lora.retention:.2f})")
     return warnings
-
-
-def analysis_report(inputs, analysis, plan) -> dict:
-    """The report of `analyze`: statistics and decisions, no merge results (retention/rank are null)."""
-    from types import SimpleNamespace
-
-    placeholders = [SimpleNamespace(key=k, retention={}, norm2_inputs={}, norm2_merged=0.0, rank=None, rel_error=None,
-                                    exact=None) for k in inputs.keys]
-    return build_report(inputs, analysis, plan, placeholders, hashes={}, output=None)
