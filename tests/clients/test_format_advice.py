@@ -130,11 +130,7 @@ def comfy064_folder() -> Path:
     return COMFY064
 
 
-@pytest.fixture(scope="module")
-def comfy064(real_fixtures, converted, tmp_path_factory):
-    """(arch, fmt) -> measurement (None: no such model), all cells in one ComfyUI 0.3.64 subprocess."""
-    source = comfy064_folder()
-    work = tmp_path_factory.mktemp("comfy064")
+def _run_comfy064(source: Path, real_fixtures, converted, work: Path) -> dict:
     root = work / "comfyui-0.3.64"  # ../shared is read-only in CI; Python and ComfyUI write next to the code
     shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__"))
     cells = []
@@ -153,7 +149,27 @@ def comfy064(real_fixtures, converted, tmp_path_factory):
                           capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
     if not out.exists():
         raise AssertionError(f"ComfyUI 0.3.64 worker wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def comfy064(real_fixtures, converted, tmp_path_factory):
+    """(arch, fmt) -> the worker's entry, all cells in one ComfyUI 0.3.64 subprocess per session
+    (under pytest-xdist the first worker to get here runs it, the others read its result)."""
+    source = comfy064_folder()
+    work = tmp_path_factory.mktemp("comfy064")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        result = _run_comfy064(source, real_fixtures, converted, work)
+    else:
+        from filelock import FileLock
+
+        shared = tmp_path_factory.getbasetemp().parent / "comfy064_result.json"  # this session's, all workers
+        with FileLock(str(shared) + ".lock"):
+            if shared.is_file():
+                result = json.loads(shared.read_text())
+            else:
+                result = _run_comfy064(source, real_fixtures, converted, work)
+                shared.write_text(json.dumps(result))
     if "import_error" in result:
         pytest.skip(f"ComfyUI 0.3.64 at {source} does not import: {result['import_error'][-300:]}")
     return {(c["arch"], c["format"]): c for c in result["cells"]}

