@@ -7,6 +7,7 @@ Settings feeds every option of ``loramerge merge``; Conflict Analysis runs pass 
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from loramerge.api import analyze as run_analysis
 from loramerge.api import merge as run_merge
 from loramerge.config import LoraInput, MergeConfig
 from loramerge.enums import OutputFormat
+from loramerge.formats.advice import format_advice
 from loramerge.pipeline import MergeResult
 from loramerge.report import render_text
 
@@ -23,6 +25,9 @@ from . import cache, heatmap, host, patching, savepath
 from . import settings as setting_widgets
 from .errors import LoraOptimizerError, user_errors
 from .stack import StackEntry, as_stack
+
+log = logging.getLogger("loramerge")
+SAVE_ADVICE_CLIENTS = ("comfyui_0.3.64", "diffusers")  # where a saved LoRA goes next
 
 CATEGORY = "loaders/loramerge"
 STACK, SETTINGS, MERGE_DATA = "LORA_STACK", "LORA_OPTIMIZER_SETTINGS", "LORA_MERGE_DATA"
@@ -239,9 +244,16 @@ class SaveMergedLora:
         fmt = merge_data.options.get("format", OutputFormat.KOHYA.value) if format == AS_SETTINGS else format
         path.parent.mkdir(parents=True, exist_ok=True)
         with user_errors("Save Merged LoRA"):
-            result.save(path, fmt)
-        message = f"saved {path} ({getattr(fmt, 'value', fmt)})"
-        return {"ui": {"text": [message]}, "result": (str(path),)}
+            written = result.save(path, fmt)
+        lines = [f"saved {path} ({written.format}, {written.dtype})"]
+        if written.widened:
+            lines.append(f"warning: {len(written.widened)} tensor(s) beyond the {written.dtype} range were written "
+                         "in float32")
+        advice = format_advice(written.format, result.inputs.architecture, clients=SAVE_ADVICE_CLIENTS, style="node")
+        lines += [f"warning: {line}" for line in advice]
+        for line in lines[1:]:
+            log.warning("Save Merged LoRA: %s", line.removeprefix("warning: "))
+        return {"ui": {"text": lines}, "result": (str(path),)}
 
 
 class ConflictAnalysis:

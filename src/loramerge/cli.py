@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .enums import OutputFormat
+from .enums import OutputDtype, OutputFormat
 from .errors import LoraMergeError
 from .options import AUTO, BY_FIELD, OPTIONS, OptionSpec
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compose several diffusion-model LoRAs into one, resolving interference per weight group.")
 console = Console()
+CURRENT_CLIENTS = ("diffusers", "comfyui_0.3.64")  # the clients warned about (the 2024 ComfyUI is in the docs)
 err = Console(stderr=True)
 
 ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="Override the detected architecture.")]
@@ -71,16 +72,37 @@ def convert(src: Annotated[Path, typer.Argument(help="Input LoRA file.")],
             fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.KOHYA,
             arch: ArchOpt = None, base: BaseOpt = None, allow_pickle: PickleOpt = False,
             lenient: Annotated[bool, typer.Option("--lenient", help="Continue past keys that do not fit (listed).")] = False,
-            lossy: Annotated[bool, typer.Option("--lossy", help="Allow dropping content the format cannot hold (listed).")] = False) -> None:
+            lossy: Annotated[bool, typer.Option("--lossy", help="Allow dropping content the format cannot hold (listed).")] = False,
+            dtype: Annotated[OutputDtype, typer.Option("--dtype", help=BY_FIELD["dtype"].help[:1].upper() + BY_FIELD["dtype"].help[1:] + ".")] = OutputDtype.AUTO) -> None:
     """Rewrite a LoRA in the kohya, diffusers or comfy format, preserving every ΔW."""
     from .convert import convert as run
+    from .formats.files import read_header
 
-    report = run(src, out, fmt, arch=arch, base=base, strict=not lenient, allow_pickle=allow_pickle, lossy=lossy)
-    console.print(f"wrote {report.path} ({report.format.value}): {report.modules} modules, {report.tensors} tensors")
+    report = run(src, out, fmt, arch=arch, base=base, strict=not lenient, allow_pickle=allow_pickle, lossy=lossy,
+                 dtype=dtype)
+    written = read_header(report.path)[1]
+    console.print(f"wrote {report.path} ({report.format.value}, {report.dtype}): {report.modules} modules, "
+                  f"{report.tensors} tensors")
+    _warn_widened(report.widened)
+    _advise(report.format.value, written.get("loramerge.architecture", "unknown"))
     for label, e in report.conversions.items():
         console.print(f"  converted to LoRA by SVD: {label} (relative error {e:.2e})")
     for label in report.dropped:
         console.print(f"  [yellow]dropped (format cannot hold it)[/yellow]: {label}")
+
+
+def _warn_widened(names: list[str]) -> None:
+    if names:
+        err.print(f"[yellow]warning:[/yellow] {len(names)} tensor(s) hold values beyond the half-precision range "
+                  f"and were written in float32: {escape(', '.join(names[:5]))}", highlight=False, soft_wrap=True)
+
+
+def _advise(fmt: str, architecture: str) -> None:
+    """Warn when a common client is measured not to load this format for this architecture."""
+    from .formats.advice import format_advice
+
+    for line in format_advice(fmt, architecture, clients=CURRENT_CLIENTS):
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _progress(quiet: bool):
@@ -183,6 +205,9 @@ def merge(
         result = run_merge(cfg, progress=progress, output=None if dry_run else out)  # spools next to OUT
     with result:
         _emit_report(result.report, report_json, quiet)
+        if result.report.output is not None:
+            _warn_widened(result.report.output.widened)
+            _advise(result.report.output.format, result.inputs.architecture)
 
 
 def _with_inputs_options(cfg, preserve, include, exclude):

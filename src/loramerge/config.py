@@ -85,7 +85,8 @@ class MergeConfig(BaseModel):
     rel_error: float | None = option(None, "re-factorise each group to this relative Frobenius error instead of a "
                                      "rank", gt=0, lt=1, cli="--error-target", widget="error_target")
     format: OutputFormat = option(OutputFormat.KOHYA, "key naming of the written file")
-    dtype: OutputDtype = option(OutputDtype.FLOAT32, "precision of the written tensors (float16 halves the file)")
+    dtype: OutputDtype = option(OutputDtype.AUTO, "precision of the written tensors: auto = the inputs' half precision "
+                                "(bfloat16 if any input is bfloat16, else float16); float32 on request")
     base: str | None = option(None, "base model .safetensors: check every target and shape against it (header only)")
     device: str = option("cpu", "where the merge computes (cpu, cuda)")
     # not called "seed" in ComfyUI: its frontend gives widgets of that name a "randomize after run" control

@@ -6,17 +6,18 @@ from pathlib import Path
 
 from . import architectures as A
 from .basemodel import BaseModel
-from .enums import UNKNOWN_ARCH
+from .enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from .formats.align import load_group
-from .enums import OutputFormat
 from .formats.writers import OutputItem, WriteReport, write
 from .inspection import open_and_align
 
 
 def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFormat.KOHYA, *,
             arch: str | None = None, base: str | Path | None = None, strict: bool = True,
-            allow_pickle: bool = False, lossy: bool = False) -> WriteReport:
-    """Read `src`, place every key, write `dst` in `fmt`. Strict: any unplaced key is an error."""
+            allow_pickle: bool = False, lossy: bool = False,
+            dtype: OutputDtype | str = OutputDtype.AUTO) -> WriteReport:
+    """Read `src`, place every key, write `dst` in `fmt` and `dtype` (auto: the source's half
+    precision, see `OutputDtype`). Strict: any unplaced key is an error."""
     file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)
     table = None if alignment.architecture == UNKNOWN_ARCH else A.get_table(alignment.architecture)
     base_model = BaseModel.open(base, table) if base else None
@@ -26,4 +27,5 @@ def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFo
         weight = base_model.weight(c.base_target) if base_model and c.entry.has_dora else None
         items.append(OutputItem(c.placement, c.param, load_group(alignment, table, group, weight)))
     meta = {"loramerge.source": Path(src).name}
-    return write(dst, items, table, fmt, metadata=meta, lossy=lossy)
+    resolved = OutputDtype(dtype).resolved(file.dtypes)
+    return write(dst, items, table, fmt, metadata=meta, lossy=lossy, dtype=resolved.torch)

@@ -6,7 +6,7 @@ the CLI's ``--help`` and the ComfyUI settings node load no numerical code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -29,14 +29,29 @@ class OutputFormat(str, Enum):
 
 
 class OutputDtype(str, Enum):
-    """Precision of the tensors in the written file (the merge itself runs in float32/float64)."""
+    """Precision of the tensors in the written file (the merge itself runs in float32/float64).
 
+    AUTO, the default, is the half precision the inputs use: bfloat16 if any input holds bfloat16
+    tensors, else float16 (float32 inputs included); float32 only on request. A tensor whose values
+    do not fit the chosen half type is written in float32 instead, and the writer says which."""
+
+    AUTO = "auto"
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     BFLOAT16 = "bfloat16"
 
+    def resolved(self, input_dtypes: Iterable[str]) -> OutputDtype:
+        """The concrete dtype: self, or for AUTO the rule above over the inputs' tensor dtypes
+        (safetensors names such as "BF16", or torch names such as "bfloat16")."""
+        if self is not OutputDtype.AUTO:
+            return self
+        bf16 = any(str(d).upper() in ("BF16", "BFLOAT16") for d in input_dtypes)
+        return OutputDtype.BFLOAT16 if bf16 else OutputDtype.FLOAT16
+
     @property
     def torch(self) -> torch.dtype:
+        if self is OutputDtype.AUTO:
+            raise ValueError("resolve OutputDtype.AUTO against the inputs first (OutputDtype.resolved)")
         import torch
 
         return getattr(torch, self.value)

@@ -52,11 +52,11 @@ class MergeResult:
         returns what was written. The report is not changed."""
         cfg = self.inputs.cfg
         # the recipe in the file says how *this* file was written: re-running it gives the same bytes
-        cfg = cfg.model_copy(update={"format": OutputFormat(format or cfg.format),
-                                     "dtype": OutputDtype(dtype or cfg.dtype)})
-        write(path, self.items(), self.inputs.table, cfg.format, metadata=recipe_metadata(cfg, self.report),
-              dtype=cfg.dtype.torch)
-        return OutputInfo(path=str(path), format=cfg.format.value, dtype=cfg.dtype.value)
+        resolved = OutputDtype(dtype or cfg.dtype).resolved(d for f in self.inputs.files for d in f.dtypes)
+        cfg = cfg.model_copy(update={"format": OutputFormat(format or cfg.format), "dtype": resolved})
+        written = write(path, self.items(), self.inputs.table, cfg.format, metadata=recipe_metadata(cfg, self.report),
+                        dtype=resolved.torch)
+        return OutputInfo(path=str(path), format=cfg.format.value, dtype=resolved.value, widened=written.widened)
 
 
 def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:

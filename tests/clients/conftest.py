@@ -36,7 +36,7 @@ def converted(real_fixtures, client_dir):
     def get(name: str, fmt: str):
         if (name, fmt) not in cache:
             path = client_dir / f"{name}.{fmt}.safetensors"
-            report = convert(real_fixtures[name].path, path, fmt)
+            report = convert(real_fixtures[name].path, path, fmt, dtype="float32")
             assert not report.dropped, report.dropped
             cache[name, fmt] = path
         return cache[name, fmt]
@@ -59,7 +59,7 @@ def merged(real_fixtures, client_dir):
                                  mode=mode, auto_strength=False, seed=0)
         if key + (fmt,) not in paths:
             path = client_dir / f"merge_{a}_{b}_{mode}.{fmt}.safetensors"
-            results[key].save(path, format=fmt)
+            results[key].save(path, format=fmt, dtype="float32")
             paths[key + (fmt,)] = path
         return paths[key + (fmt,)], results[key]
 

@@ -82,7 +82,7 @@ def flux1(tmp_path_factory):
     def get(fmt: str):
         if fmt not in paths:
             paths[fmt] = folder / f"flux1.{fmt}.safetensors"
-            assert not convert(folder / "source.safetensors", paths[fmt], fmt).dropped
+            assert not convert(folder / "source.safetensors", paths[fmt], fmt, dtype="float32").dropped
         return paths[fmt], truth
 
     return get

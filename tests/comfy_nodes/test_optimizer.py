@@ -57,7 +57,7 @@ def test_saved_file_loads_identically_in_comfyui(pack, host, loras, pair_output)
     out = pack.SaveMergedLora().save(data, "merged/pair", "as settings", 0, 0.0, False)
     path = out["result"][0]
     assert path == str((loras / "merged" / "pair.safetensors").resolve())
-    assert out["ui"]["text"] == [f"saved {path} (kohya)"]
+    assert out["ui"]["text"] == [f"saved {path} (kohya, float16)"]  # float16: the inputs' half precision
     lora = comfy.utils.load_torch_file(path, safe_load=True)
     with capture_messages(("",)) as messages:
         model2, clip2 = comfy.sd.load_lora_for_models(host.model, host.clip, lora, 0.7, 1.3)
@@ -65,9 +65,23 @@ def test_saved_file_loads_identically_in_comfyui(pack, host, loras, pair_output)
     mine, theirs = host.weights(model, clip), host.weights(model2, clip2)
     changed = [k for k in mine if not torch.equal(mine[k], host.sdxl.before[k])]
     assert len(changed) > 100
-    different = [k for k in mine if not torch.equal(mine[k], theirs[k])]
-    assert not different, f"{len(different)} weights differ from ComfyUI's loader, e.g. {different[:3]}"
+    # the node patches in float32, the file holds float16 factors: the same ΔW up to one half-precision
+    # rounding of each factor (about 1e-3 relative), and nothing else moves
+    before = host.sdxl.before
+    assert [k for k in mine if torch.equal(mine[k], before[k])] == [k for k in theirs if torch.equal(theirs[k], before[k])]
+    for k in changed:
+        delta = (mine[k] - before[k]).float()
+        err = float(((theirs[k] - mine[k]).float()).norm() / delta.norm())
+        assert err < 3e-3, (k, err)
     assert loramerge.load_recipe(path).inputs[0].name == "sdxl_peft_diffusers.safetensors"
+
+
+def test_save_in_a_format_comfyui_does_not_fully_load_warns(pack, pair_output, loras):
+    _, _, _, data = pair_output
+    text = pack.SaveMergedLora().save(data, "merged/pair_diffusers", "diffusers", 0, 0.0, True)["ui"]["text"]
+    assert text[0].endswith("(diffusers, float16)")
+    assert any(t.startswith("warning: ComfyUI 0.3.64 loads only part of diffusers-format SDXL LoRAs") and
+               t.endswith("save in the kohya or comfy format") for t in text[1:]), text
 
 
 def test_save_with_a_rank_refactorises(pack, pair_output, loras):

@@ -35,7 +35,7 @@ def test_settings_widgets_are_the_option_table(pack):
         assert w.to_config(default) == (None if o.optional else o.default_value), o.field
         if isinstance(w.spec[0], list) and o.field != "device":
             assert w.spec[0] == o.choices(), o.field
-            assert (AUTO in w.spec[0]) == (o.optional or o.field == "mode"), o.field
+            assert AUTO in w.spec[0] if o.optional else w.to_config(AUTO) == AUTO, o.field
 
 
 def test_widget_defaults_are_the_library_defaults(pack):

@@ -95,7 +95,7 @@ def test_derived_trainer_spellings_detect_and_keep_truth(real_fixtures, tmp_path
 
     fx = real_fixtures[source]
     out = tmp_path / f"derived.{fmt}.safetensors"
-    convert(fx.path, out, fmt)
+    convert(fx.path, out, fmt, dtype="float32")
     f = AdapterFile(out)
     assert spelling in f.source.keys()
     det = A.detect([e.parsed.stem for e in f.entries.values() if e.parsed])

@@ -31,12 +31,12 @@ def test_convert_preserves_every_delta(real_fixtures, tmp_path, name, fmt):
     has_dense_1d = "norm" in fx.adapter_kinds or "full" in fx.adapter_kinds
     if fmt == "diffusers" and has_dense_1d:
         with pytest.raises(OutputError, match="cannot hold norm or bias"):
-            convert(fx.path, out, fmt)
+            convert(fx.path, out, fmt, dtype="float32")
         assert not out.exists() and not list(tmp_path.iterdir())  # nothing left behind
-        report = convert(fx.path, out, fmt, lossy=True)
+        report = convert(fx.path, out, fmt, lossy=True, dtype="float32")
         assert report.dropped
         return
-    report = convert(fx.path, out, fmt)
+    report = convert(fx.path, out, fmt, dtype="float32")
     before, after = deltas(fx.path, fx.architecture), deltas(out, fx.architecture)
     assert set(after) == set(before)
     for key, want in before.items():
@@ -51,9 +51,9 @@ def test_convert_preserves_every_delta(real_fixtures, tmp_path, name, fmt):
 def test_convert_chain_kohya_diffusers_comfy_kohya(real_fixtures, tmp_path):
     fx = real_fixtures["flux_peft_diffusers"]
     a, b, c = (tmp_path / f"{n}.safetensors" for n in "abc")
-    convert(fx.path, a, "kohya")
-    convert(a, b, "diffusers")
-    convert(b, c, "comfy")
+    convert(fx.path, a, "kohya", dtype="float32")
+    convert(a, b, "diffusers", dtype="float32")
+    convert(b, c, "comfy", dtype="float32")
     before, after = deltas(fx.path, "flux"), deltas(c, "flux")
     for key, want in before.items():
         torch.testing.assert_close(after[key], want, rtol=1e-5, atol=1e-6)
@@ -64,7 +64,7 @@ def test_failed_convert_leaves_no_file(tmp_path):
     save_file({"lora_unet_nonexistent_module.lora_down.weight": torch.ones(2, 3),
                "lora_unet_nonexistent_module.lora_up.weight": torch.ones(4, 2)}, src)
     with pytest.raises(Exception, match="do not fit"):
-        convert(src, tmp_path / "out.safetensors", "kohya", arch="sdxl")
+        convert(src, tmp_path / "out.safetensors", "kohya", arch="sdxl", dtype="float32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.safetensors"]
 
 
@@ -109,7 +109,7 @@ def test_property_roundtrip(tmp_path_factory, kind, conv, rank, alpha, fmt, dtyp
     src = tmp / "in.safetensors"
     save_file({f"{stem}.{k}": v.to(dtype) for k, v in _adapter(kind, shape, rank, alpha, g).items()}, src)
     out = tmp / "out.safetensors"
-    convert(src, out, fmt, arch="sdxl")
+    convert(src, out, fmt, arch="sdxl", dtype="float32")
     before, after = deltas(src, "sdxl"), deltas(out, "sdxl")
     (key, want), = before.items()
     got = after[key].reshape(want.shape)

@@ -48,7 +48,7 @@ def test_pass1_from_factors_equals_materialised(real_fixtures, a, b):
 
 def test_linear_merge_of_fixtures_reproduces_weighted_sum(real_fixtures, tmp_path):
     fa, fb = real_fixtures["sdxl_peft_diffusers"], real_fixtures["sdxl_lycoris_locon"]
-    res = merge([f"{fa.path}:0.8", f"{fb.path}:0.5"], mode="weighted_sum", auto_strength=False,
+    res = merge([f"{fa.path}:0.8", f"{fb.path}:0.5"], mode="weighted_sum", auto_strength=False, dtype="float32",
                 output=tmp_path / "m.safetensors")
     table = A.get_table("sdxl")
     ta = {canonical(table, k): v for k, v in fa.truth.items()}
@@ -65,8 +65,10 @@ def test_linear_merge_of_fixtures_reproduces_weighted_sum(real_fixtures, tmp_pat
 @pytest.mark.parametrize("a, b", PAIRS)
 def test_auto_merge_is_deterministic_and_readable(real_fixtures, tmp_path, a, b):
     pa, pb = real_fixtures[a].path, real_fixtures[b].path
-    r1 = merge([pa, pb], output=tmp_path / "1.safetensors", seed=5, sparsify="dare_conflict", refine="refine")
-    merge([pa, pb], output=tmp_path / "2.safetensors", seed=5, sparsify="dare_conflict", refine="refine")
+    r1 = merge([pa, pb], output=tmp_path / "1.safetensors", seed=5, sparsify="dare_conflict", refine="refine",
+          dtype="float32")
+    merge([pa, pb], output=tmp_path / "2.safetensors", seed=5, sparsify="dare_conflict", refine="refine",
+          dtype="float32")
     assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
     back = AdapterFile(tmp_path / "1.safetensors")
     arch = real_fixtures[a].architecture

@@ -45,7 +45,8 @@ def loras(tmp_path):
 def test_weighted_sum_is_exact_low_rank(loras, tmp_path, fmt):
     a, b = loras
     out = tmp_path / f"out_{fmt}.safetensors"
-    res = merge([f"{a}:0.8", f"{b}:1.5"], output=out, arch="unknown", mode="weighted_sum", auto_strength=False, format=fmt)
+    res = merge([f"{a}:0.8", f"{b}:1.5"], output=out, arch="unknown", mode="weighted_sum", auto_strength=False, format=fmt,
+                dtype="float32")
     da, db = _deltas(a), _deltas(b)
     got = _deltas(out)
     name = {"kohya": "lora_unet_blocks_0_q", "comfy": "diffusion_model.blocks_0_q", "diffusers": "transformer.blocks_0_q"}[fmt]
@@ -204,7 +205,7 @@ def test_merged_patches_spool_next_to_the_output_and_go_with_the_result(loras, t
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "m.safetensors"
-    res = merge([a, b], output=out, arch="unknown", mode="weighted_sum", auto_strength=False)
+    res = merge([a, b], output=out, arch="unknown", mode="weighted_sum", auto_strength=False, dtype="float32")
     spool = res.store.path
     assert spool.parent == out_dir and spool.exists()
     # the result holds handles, not tensors: the same values come back from the spool, exactly
@@ -259,7 +260,8 @@ def test_retention_from_the_gram_equals_products_with_the_merged_patch():
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_output_dtype(loras, tmp_path, dtype):
     a, b = loras
-    full = merge([a, b], output=tmp_path / "f32.safetensors", arch="unknown", mode="weighted_sum", auto_strength=False)
+    full = merge([a, b], output=tmp_path / "f32.safetensors", arch="unknown", mode="weighted_sum", auto_strength=False,
+                 dtype="float32")
     half = merge([a, b], output=tmp_path / "half.safetensors", arch="unknown", mode="weighted_sum",
                  auto_strength=False, dtype=dtype)
     with safe_open(str(tmp_path / "half.safetensors"), "pt") as fh, safe_open(str(tmp_path / "f32.safetensors"), "pt") as f32:

@@ -47,9 +47,11 @@ class OutputItem:
 class WriteReport:
     path: Path
     format: OutputFormat
+    dtype: str = "float32"
     tensors: int = 0
     modules: int = 0
     conversions: dict[str, float] = field(default_factory=dict)  # module -> relative error of a dense->LoRA SVD
+    widened: list[str] = field(default_factory=list)              # tensors kept in float32: out of the half range
     dropped: list[str] = field(default_factory=list)              # only with lossy=True
 
 
@@ -64,9 +66,10 @@ def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None
     back module by module), each is appended to a temporary data file as it is made, and the file
     is assembled (header, then data) and renamed into place at the end."""
     fmt = OutputFormat(fmt)
-    report = WriteReport(Path(path), fmt)
+    report = WriteReport(Path(path), fmt, dtype=str(dtype).removeprefix("torch."))
     with StreamingSafetensors(Path(path), dtype) as out:
         extra_meta = _build(items, table, fmt, report, lossy, out.add)
+        report.widened = list(out.widened)
         if not out.count:
             raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
         out.commit({"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
@@ -103,6 +106,16 @@ def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool, em
 _ST_DTYPES = {t: name for name, t in SAFETENSORS_DTYPES.items() if t.is_floating_point and t.itemsize >= 2}  # F64..BF16
 
 
+def narrowed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`t` in `dtype`, or in float32 when some finite value of `t` overflows `dtype` (a half type)."""
+    out = t.to(dtype).contiguous()
+    if dtype.itemsize < 4 and t.is_floating_point() and t.numel():
+        limit = torch.finfo(dtype).max
+        if float(t.abs().max()) > limit and bool(torch.isfinite(t).all()):
+            return t.to(torch.float32).contiguous()
+    return out
+
+
 class StreamingSafetensors:
     """A safetensors file written tensor by tensor, atomically.
 
@@ -122,6 +135,7 @@ class StreamingSafetensors:
         self._data = os.fdopen(fd, "w+b")
         self._data_path = Path(name)
         self._end = 0
+        self.widened: list[str] = []
 
     @property
     def count(self) -> int:
@@ -130,10 +144,12 @@ class StreamingSafetensors:
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if name in self.entries:
             raise OutputError(f"{self.path}: two tensors named '{name}'")
-        t = tensor.detach().to("cpu", self.dtype).contiguous()
+        t = narrowed(tensor.detach().to("cpu"), self.dtype)
+        if t.dtype != self.dtype:
+            self.widened.append(name)
         raw = t.reshape(-1).view(torch.uint8).numpy()
         self._data.write(memoryview(raw))
-        self.entries[name] = {"dtype": _ST_DTYPES[self.dtype], "shape": list(t.shape),
+        self.entries[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
                               "data_offsets": [self._end, self._end + raw.nbytes]}
         self._end += raw.nbytes
 

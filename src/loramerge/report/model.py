@@ -73,7 +73,8 @@ class GroupRow(_Frozen):
 class OutputInfo(_Frozen):
     path: str
     format: str
-    dtype: str
+    dtype: str                        # as written ("auto" resolved)
+    widened: list[str] = []           # tensors written in float32: their values overflow `dtype`
 
 
 class Report(_Frozen):
