@@ -11,7 +11,10 @@ Run from the repository root (any checkout whose `group_stats` has the public si
     PYTHONPATH=src .venv/bin/python bench/pass1_speed.py [--threads N] [--repeat K] [--sample-size S]
 
 Prints the CPU seconds (`time.process_time()`, all threads) and wall seconds of `group_stats` over
-all groups, and the CPU seconds per kind of group. A bench, not a test: one run is fine.
+all groups, and the CPU seconds per kind of group. A bench, not a test: one run is fine. To compare
+with an older version, extract its sources (``git archive <commit> src | tar -x -C /tmp/old``) and
+run with ``PYTHONPATH=/tmp/old/src``. On a shared or busy machine use ``--threads 1``: with several
+threads, OpenMP's spin-waiting makes CPU times swing by 10x between runs.
 """
 
 from __future__ import annotations
