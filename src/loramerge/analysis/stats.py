@@ -12,8 +12,9 @@ import torch
 
 from ..patches import LowRank, Patch
 from .gram import joint_gram
-from .metrics import (PairStats, Sampled, bases, inner, overlap_of_bases, pair_stats, prepare, sample_entries,
-                      sample_positions)
+from .metrics import (PAIR_SUMS, PairStats, SignSums, bases, inner, noise_floors, overlap_of_bases, pair_record,
+                      prepare, sign_sums)
+from .sampling import plan_grids, read_sample
 
 DENSITY_RATIOS = (0.05, 0.10, 0.15)
 _BLOCK = re.compile(r"^(.*?[._](?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
@@ -85,12 +86,16 @@ class GroupStats:
 
 
 def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, generator: torch.Generator,
-                sample_size: int = 100_000) -> GroupStats:
+                sample_size: int = 100_000, signs: bool = True) -> GroupStats:
     """Pass-1 statistics of one group. `patches` are the unweighted ΔW_i (strengths not applied).
 
-    All low-rank: norms, dots and overlaps from the group's joint Gram (float32 factors are all
-    that is held, whatever n). Otherwise (LoHa/LoKr/full inputs, materialised anyway): float64
-    deltas and SVD bases."""
+    Norms, dots, cosines and overlaps are exact. All low-rank: from the group's joint Gram (float32
+    factors are all that is held, whatever n). Otherwise (LoHa/LoKr/full inputs, materialised
+    anyway): float64 deltas and SVD bases. Sign metrics and TIES densities come from one sample of
+    every LoRA's entries at the same positions (`sampling`: exact for groups of at most
+    `EXACT_FACTOR`·`sample_size` entries, else seeded random grids drawn from `generator`).
+    ``signs=False`` skips them: the pairs' sign metrics are then 0 (``sampled == 0``, cosine_strong
+    = cosine) and `density_at` is empty."""
     patches = list(patches)
     rows, cols = _matrix_dims(patches[0])
     numel = rows * cols
@@ -101,27 +106,37 @@ def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, g
         q = None if lowrank else prepare(p)
         n2 = joint_gram([p]).inner(0, 0) if lowrank else inner(q, q)
         return GroupStats(key, loras, numel, ranks, (max(n2, 0.0),))
-    r_idx, c_idx = sample_positions(rows, cols, sample_size, generator)
-    values = [Sampled.of(sample_entries(p, r_idx, c_idx)) for p in patches]
+    norms2, measured = _exact_measures(patches, lowrank)
+    if signs:
+        sample = read_sample(patches, rows, cols, plan_grids(rows, cols, sample_size, generator))
+        sums = sign_sums(sample, noise_floors(norms2, numel), DENSITY_RATIOS)
+        sampled, pair_sums, density = sample.size, sums.pairs.tolist(), _density(sums, len(patches) * sample.size)
+    else:
+        sampled, pair_sums, density = 0, [[0.0] * len(PAIR_SUMS)] * len(measured), {}
+    pairs = tuple(pair_record(loras[i], loras[j], dot, norms2[i], norms2[j], overlap, row, sampled)
+                  for ((i, j), (dot, overlap)), row in zip(measured.items(), pair_sums))
+    return GroupStats(key, loras, numel, ranks, norms2, pairs, density)
+
+
+def _exact_measures(patches: list[Patch], lowrank: bool) -> tuple[tuple[float, ...], dict]:
+    """(‖ΔW_i‖² per LoRA, {(i, j): (⟨ΔW_i, ΔW_j⟩, overlap)} for i < j in combinations order), exact."""
     pairs_of = combinations(range(len(patches)), 2)
     if lowrank:
         gram = joint_gram(patches)
         norms2 = tuple(max(gram.inner(i, i), 0.0) for i in range(len(patches)))
         white = [gram.whitening(i) for i in range(len(patches))]
-        measured = {(i, j): (gram.inner(i, j), gram.overlap(i, j, white[i], white[j])) for i, j in pairs_of}
-    else:
-        prepared = [prepare(p) for p in patches]
-        norms2 = tuple(max(inner(p, p), 0.0) for p in prepared)
-        spaces = [bases(p) for p in prepared]
-        measured = {(i, j): (inner(prepared[i], prepared[j]), overlap_of_bases(spaces[i], spaces[j]))
+        return norms2, {(i, j): (gram.inner(i, j), gram.overlap(i, j, white[i], white[j])) for i, j in pairs_of}
+    prepared = [prepare(p) for p in patches]
+    norms2 = tuple(max(inner(p, p), 0.0) for p in prepared)
+    spaces = [bases(p) for p in prepared]
+    return norms2, {(i, j): (inner(prepared[i], prepared[j]), overlap_of_bases(spaces[i], spaces[j]))
                     for i, j in pairs_of}
-    pairs = tuple(pair_stats(loras[i], loras[j], patches[i], patches[j], norms2[i], norms2[j], values[i], values[j],
-                             numel, overlap, dot) for (i, j), (dot, overlap) in measured.items())
-    top = max(float(v.abs.max()) if v.abs.numel() else 0.0 for v in values)
-    total = sum(v.abs.numel() for v in values)
-    density = {r: (sum(int((v.abs > r * top).sum()) for v in values) / total if top > 0 and total else 0.0)
-               for r in DENSITY_RATIOS}
-    return GroupStats(key, loras, numel, ranks, norms2, pairs, density)
+
+
+def _density(sums: SignSums, total: int) -> dict[float, float]:
+    """Per noise ratio r, the pooled fraction of sampled entries (all LoRAs) with |v| > r·max|v|."""
+    counts = sums.above.tolist()
+    return {r: (c / total if sums.top > 0 and total else 0.0) for r, c in zip(DENSITY_RATIOS, counts)}
 
 
 def _matrix_dims(p: Patch) -> tuple[int, int]:
