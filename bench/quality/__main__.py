@@ -4,7 +4,9 @@
     .venv/bin/python -m bench.quality --smoke --out /tmp/q   # CI-sized pipeline check (seconds)
 
 Trained base models, LoRAs and the evaluator are cached under ``bench/quality/.cache/`` (``--fresh``
-retrains); every merge, sample and score is recomputed on each run.
+retrains); every merge, sample and score is recomputed on each run. The same seeds give the same
+numbers: results.json is byte-identical from run to run (timings go to run.json), and each run
+prints the hash of its results and whether it equals the previous run's.
 """
 
 from __future__ import annotations

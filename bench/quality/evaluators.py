@@ -61,7 +61,6 @@ def _random_styles(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, t
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    n = x.shape[0]
     dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
     x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
     return (x + 0.08 * torch.randn(x.shape, generator=g)).clamp(-1, 1)

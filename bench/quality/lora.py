@@ -106,7 +106,3 @@ def apply_deltas(base: Denoiser, deltas: dict[str, torch.Tensor], strength: floa
             w = model.get_submodule(by_stem[stem]).weight
             w.add_(d.reshape(w.shape).to(w.dtype), alpha=strength)
     return model.eval()
-
-
-def apply_file(base: Denoiser, path: str | Path, strength: float = 1.0) -> Denoiser:
-    return apply_deltas(base, deltas_of_file(path), strength)
