@@ -13,6 +13,7 @@ from .methods import METHODS
 from .model import ModelConfig
 
 LORAS = ("subject", "bold", "slant", "thin")
+EVALUATOR_SEED = 0  # one evaluator for every seed: the measuring instrument stays the same
 
 # case -> (LoRAs merged, primary metric). "joint" = every intended effect in one image; where two
 # intended effects contradict each other (bold vs thin) no image can show both, so the case is

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import data as D
-from .config import CASES, LORAS, BenchConfig, lora_seed
+from .config import CASES, EVALUATOR_SEED, LORAS, BenchConfig, lora_seed
 from .determinism import init_process, isolated_rng, tensor_digest
 from .evaluators import Evaluator, load_evaluator as evaluator_from_state, train_evaluator
 from .lora import apply_deltas, deltas_of_file, save_lora, train_lora
@@ -51,7 +51,7 @@ def lora_path(cfg: BenchConfig, cache: Path, seed: int, name: str) -> Path:
 
 
 def evaluator_path(cfg: BenchConfig, cache: Path) -> Path:
-    return cache / f"evaluator_{cfg.artefact_key('evaluator')}.pt"
+    return cache / f"evaluator_{cfg.artefact_key('evaluator', EVALUATOR_SEED)}.pt"
 
 
 def noise_seed(seed: int) -> int:
@@ -64,10 +64,10 @@ def job_evaluator(cfg: BenchConfig, cache: Path) -> dict:
     path = evaluator_path(cfg, cache)
     t0 = time.perf_counter()
     if not path.exists():
-        model, acc = train_evaluator(steps=cfg.evaluator_steps)
+        model, acc = train_evaluator(seed=EVALUATOR_SEED, steps=cfg.evaluator_steps)
         _atomic_torch_save({"state": model.state_dict(), "accuracy": acc}, path)
     saved = torch.load(path)
-    return {"accuracy": saved["accuracy"], "digest": tensor_digest(saved["state"]),
+    return {"accuracy": saved["accuracy"], "digest": tensor_digest(saved["state"])[:16],
             "seconds": time.perf_counter() - t0}
 
 
@@ -78,7 +78,7 @@ def job_base(cfg: BenchConfig, cache: Path, seed: int) -> dict:
         x, y = D.digits()
         model = train_base(x, y, seed=seed, steps=cfg.base_steps, cfg=cfg.model, batch=cfg.base_batch)
         _atomic_torch_save(model.state_dict(), path)
-    return {"digest": tensor_digest(torch.load(path)), "seconds": time.perf_counter() - t0}
+    return {"digest": tensor_digest(torch.load(path))[:16], "seconds": time.perf_counter() - t0}
 
 
 def job_lora(cfg: BenchConfig, cache: Path, seed: int, name: str) -> dict:
@@ -93,7 +93,7 @@ def job_lora(cfg: BenchConfig, cache: Path, seed: int, name: str) -> dict:
         os.close(fd)
         save_lora(tmp, tensors, name)
         os.replace(tmp, path)
-    return {"digest": tensor_digest(load_file(str(path))), "seconds": time.perf_counter() - t0}
+    return {"digest": tensor_digest(load_file(str(path)))[:16], "seconds": time.perf_counter() - t0}
 
 
 def load_base(cfg: BenchConfig, cache: Path, seed: int) -> Denoiser:
