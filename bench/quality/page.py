@@ -185,7 +185,7 @@ def _case(cfg: BenchConfig, raw: dict, case: str, c: dict) -> list[str]:
         a = c["methods"]["auto"]
         L += _ablations(c, head, sep)
         L += ["", f"auto's decisions: {_counts(a['strategy_counts'])}; auto-strength scale {fmt(a['auto_strength'])}; "
-              "loramerge's reported retention (relative to the auto-strength-scaled LoRA): "
+              "loramerge's reported retention (against each LoRA at its user strength, like *ret.*): "
               + ", ".join(f"{lo} {fmt(a['retention_report'][lo])}" for lo in loras) + "."]
         L += _auto_note(case, c)
         L += _group_table(raw, cfg.seeds[cfg.grid_seed_index], case, loras)
@@ -255,8 +255,7 @@ def _group_table(raw: dict, seed: int, case: str, loras) -> list[str]:
     if not row or not row["groups"]:
         return []
     L = ["", f"auto's per-group decisions (seed {seed}; cos / conflict / overlap / magnitude ratio are loramerge's pass-1 "
-         "statistics; *ret.* here is loramerge's per-group retention, relative to the auto-strength-scaled LoRA — "
-         "multiply by the scale for the share of the LoRA itself):", "",
+         "statistics; *ret.* here is loramerge's per-group retention, against each LoRA at its user strength):", "",
          "| group | strategy | cos | eff. conflict | overlap | mag. ratio | " + " | ".join(f"ret. {lo}" for lo in loras) + " |",
          "|---|---|---|---|---|---|" + "---|" * len(loras)]
     f = lambda x: "–" if x is None else f"{x:.2f}"
