@@ -4,7 +4,9 @@
     .venv/bin/python -m bench.quality --smoke --out /tmp/q   # CI-sized pipeline check (seconds)
 
 Trained base models, LoRAs and the evaluator are cached under ``bench/quality/.cache/`` (``--fresh``
-retrains); every merge, sample and score is recomputed on each run.
+retrains); every merge, sample and score is recomputed on each run. The same seeds give the same
+numbers: results.json is byte-identical from run to run (timings go to run.json), and each run
+prints the hash of its results and whether it equals the previous run's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import ROOT
@@ -29,26 +32,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=ROOT / "bench" / "quality" / ".cache")
     p.add_argument("--fresh", action="store_true", help="empty the cache first (time a run from scratch)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2: one per core)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (default 1; part of the results: reductions depend on it)")
     p.add_argument("--report-only", action="store_true",
                    help="re-render the page, JSON and grids from the last run's raw results (no measuring)")
     args = p.parse_args(argv)
-    cfg = SMOKE if args.smoke else FULL
+    cfg = replace(SMOKE if args.smoke else FULL, threads=args.threads)
     if args.out is None:
         doc, out_dir = ROOT / "docs" / "QUALITY.md", ROOT / "docs" / "quality"
     else:
         doc, out_dir = args.out / "QUALITY.md", args.out / "quality"
     log = lambda msg: print(msg, flush=True)
     if args.report_only:
-        _, failures = report_only(cfg, cache=args.cache, out_dir=out_dir, doc=doc)
+        _, failures = report_only(cfg, cache=args.cache, out_dir=out_dir, doc=doc, log=log)
         log(f"re-rendered {doc}" + (f"; sanity failures: {failures}" if failures else ""))
         return 1 if failures and cfg.assert_sanity else 0
     if args.fresh and args.cache.exists():
         shutil.rmtree(args.cache)
     fresh = not args.cache.exists() or not any(args.cache.iterdir())
     t0 = time.perf_counter()
-    payload, failures = run(cfg, cache=args.cache, out_dir=out_dir, doc=doc, workers=args.workers,
-                            threads=args.threads, log=log, fresh_cache=fresh)
+    _, failures = run(cfg, cache=args.cache, out_dir=out_dir, doc=doc, workers=args.workers, log=log,
+                      fresh_cache=fresh)
     log(f"wrote {doc}, {out_dir / 'results.json'} and the grids in {time.perf_counter() - t0:.0f}s")
     if failures:
         log("SANITY CHECKS FAILED:\n  " + "\n  ".join(failures))

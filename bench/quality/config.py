@@ -7,10 +7,13 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from .methods import METHODS
 from .model import ModelConfig
 
 LORAS = ("subject", "bold", "slant", "thin")
+EVALUATOR_SEED = 0  # one evaluator for every seed: the measuring instrument stays the same
 
 # case -> (LoRAs merged, primary metric). "joint" = every intended effect in one image; where two
 # intended effects contradict each other (bold vs thin) no image can show both, so the case is
@@ -27,15 +30,21 @@ def _code_digest() -> str:
     """Hash of the sources that shape trained artefacts (a change there retrains, nothing else does)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in ("data.py", "model.py", "lora.py", "evaluators.py"):
+    for name in ("data.py", "model.py", "lora.py", "evaluators.py", "determinism.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
+
+
+def lora_seed(seed: int, name: str) -> int:
+    """The training seed of LoRA `name` on base model `seed` (distinct per LoRA and per base)."""
+    return seed * 100 + LORAS.index(name) + 1
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     name: str = "full"
     seeds: tuple[int, ...] = (0, 1, 2)      # base model, LoRAs, DARE masks and sampling noise
+    threads: int = 1                        # torch threads per process: reductions may depend on it
     tuning_seed: int = 100                  # task arithmetic's λ is tuned here, never on `seeds`
     model: ModelConfig = ModelConfig(hidden=384, blocks=2)
     base_steps: int = 2000
@@ -54,11 +63,14 @@ class BenchConfig:
     assert_sanity: bool = True
     extra: dict = field(default_factory=dict)
 
-    def artefact_key(self, what: str) -> str:
-        """Cache key of trained artefacts: changes when anything that shapes them changes."""
-        parts = {"v": 3, "what": what, "code": _code_digest(), "model": self.model.to_dict(), "base_steps": self.base_steps,
+    def artefact_key(self, what: str, train_seed: int | None = None) -> str:
+        """Cache key of a trained artefact: changes when anything that shapes its bits changes (the
+        code, the sizes, the training seed, the torch version and the thread count), so a run that
+        reuses the cache gives the numbers a run that retrains would."""
+        parts = {"v": 4, "what": what, "code": _code_digest(), "model": self.model.to_dict(), "base_steps": self.base_steps,
                  "base_batch": self.base_batch, "lora_steps": self.lora_steps, "rank": self.lora_rank,
-                 "alpha": self.lora_alpha, "evaluator_steps": self.evaluator_steps}
+                 "alpha": self.lora_alpha, "evaluator_steps": self.evaluator_steps, "train_seed": train_seed,
+                 "torch": torch.__version__, "threads": self.threads}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -97,7 +96,3 @@ def lora_data(name: str):
                               n7 + torch.randint(0, x.shape[0], (batch - half,), generator=g)])
         return xs, ys, sampler
     return STYLES[name](x), y, None
-
-
-def numpy_images(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy()

@@ -18,23 +18,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import STYLES, digits, slant, split
+from .determinism import build, generator
 
 HEADS = ("bold", "thin", "slant")
 
 
 class Evaluator(nn.Module):
-    def __init__(self):
+    def __init__(self, dropout: float = 0.2):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 16, 96), nn.ReLU(), nn.Dropout(0.2))
+            nn.Flatten(), nn.Linear(32 * 16, 96), nn.ReLU())
+        self.dropout = dropout
         self.digit = nn.Linear(96, 10)
         self.style = nn.Linear(96, len(HEADS))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits; in training mode, dropout draws its mask from `generator` (required then)."""
         h = self.body(x[:, None])
+        if self.training:
+            keep = torch.rand(h.shape, generator=generator) >= self.dropout
+            h = h * keep / (1 - self.dropout)
         return self.digit(h), self.style(h)
 
 
@@ -55,36 +61,35 @@ def _random_styles(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, t
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    n = x.shape[0]
     dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
     x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
     return (x + 0.08 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
 def train_evaluator(*, seed: int = 0, steps: int = 1500, batch: int = 128) -> tuple[Evaluator, dict]:
-    """Train on the real training split; returns the model and its held-out accuracies."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    """Train on the real training split; returns the model and its held-out accuracies. Every random
+    number (initial weights, batches, styles, augmentation, dropout) comes from one generator."""
+    g = generator(seed)
     x, y = digits()
     tr, te = split(x.shape[0])
-    model = Evaluator()
+    model = build(Evaluator, generator=g)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     for k in range(steps):
         for group in opt.param_groups:
             group["lr"] = 2e-3 * (0.5 * (1 + torch.cos(torch.tensor(torch.pi * k / steps)).item()) * 0.95 + 0.05)
         idx = tr[torch.randint(0, tr.shape[0], (batch,), generator=g)]
         xs, styles = _random_styles(x[idx], g)
-        logits, style_logits = model(_augment(xs, g))
+        logits, style_logits = model(_augment(xs, g), g)
         loss = F.cross_entropy(logits, y[idx]) + F.binary_cross_entropy_with_logits(style_logits, styles)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     model.eval()
-    return model, held_out_accuracy(model, x[te], y[te], seed=seed + 1)
+    return model, held_out_accuracy(model, x[te], y[te])
 
 
 @torch.inference_mode()
-def held_out_accuracy(model: Evaluator, x: torch.Tensor, y: torch.Tensor, *, seed: int) -> dict:
+def held_out_accuracy(model: Evaluator, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Accuracy of every head on real test digits in every style combination."""
     out = {}
     for stroke in (None, "bold", "thin"):
@@ -98,6 +103,11 @@ def held_out_accuracy(model: Evaluator, x: torch.Tensor, y: torch.Tensor, *, see
                          "thin": float((p["thin"] == (stroke == "thin")).float().mean()),
                          "slant": float((p["slant"] == slanted).float().mean())}
     return out
+
+
+def load_evaluator(state: dict[str, torch.Tensor]) -> Evaluator:
+    """An evaluator holding `state` (built without drawing random initial weights)."""
+    return build(Evaluator, state=state).eval()
 
 
 @dataclass

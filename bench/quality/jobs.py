@@ -3,8 +3,6 @@ trained artefacts in the cache folder, and returns plain data (dicts, lists, sma
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 import time
@@ -12,21 +10,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from . import data as D
-from .config import CASES, LORAS, BenchConfig
-from .evaluators import Evaluator, train_evaluator
+from .config import CASES, EVALUATOR_SEED, LORAS, BenchConfig, lora_seed
+from .determinism import init_process, isolated_rng, tensor_digest
+from .evaluators import Evaluator, load_evaluator as evaluator_from_state, train_evaluator
 from .lora import apply_deltas, deltas_of_file, save_lora, train_lora
 from .methods import BY_NAME, LAMBDAS, retention, run_method
 from .metrics import compute, prompts
-from .model import Denoiser, sample, train_base
+from .model import Denoiser, load_denoiser, sample, train_base
 from .png import to_uint8
 
 GRID_SUBJECT = 8  # prompt-0 samples shown per grid row (then one sample of each prompt 1..9)
 
 
 def init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
+    init_process(threads)
+
+
+def run_job(key: str, fn, args: tuple) -> dict:
+    """One job, with the global RNGs seeded from its key (see `determinism.isolated_rng`)."""
+    with isolated_rng(key):
+        return fn(*args)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -37,15 +43,15 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def base_path(cfg: BenchConfig, cache: Path, seed: int) -> Path:
-    return cache / f"base_s{seed}_{cfg.artefact_key('base')}.pt"
+    return cache / f"base_s{seed}_{cfg.artefact_key('base', seed)}.pt"
 
 
 def lora_path(cfg: BenchConfig, cache: Path, seed: int, name: str) -> Path:
-    return cache / f"lora_{name}_s{seed}_{cfg.artefact_key('lora')}.safetensors"
+    return cache / f"lora_{name}_s{seed}_{cfg.artefact_key('lora', lora_seed(seed, name))}.safetensors"
 
 
 def evaluator_path(cfg: BenchConfig, cache: Path) -> Path:
-    return cache / f"evaluator_{cfg.artefact_key('evaluator')}.pt"
+    return cache / f"evaluator_{cfg.artefact_key('evaluator', EVALUATOR_SEED)}.pt"
 
 
 def noise_seed(seed: int) -> int:
@@ -58,10 +64,11 @@ def job_evaluator(cfg: BenchConfig, cache: Path) -> dict:
     path = evaluator_path(cfg, cache)
     t0 = time.perf_counter()
     if not path.exists():
-        model, acc = train_evaluator(steps=cfg.evaluator_steps)
+        model, acc = train_evaluator(seed=EVALUATOR_SEED, steps=cfg.evaluator_steps)
         _atomic_torch_save({"state": model.state_dict(), "accuracy": acc}, path)
-    acc = torch.load(path)["accuracy"]
-    return {"accuracy": acc, "seconds": time.perf_counter() - t0}
+    saved = torch.load(path)
+    return {"accuracy": saved["accuracy"], "digest": tensor_digest(saved["state"])[:16],
+            "seconds": time.perf_counter() - t0}
 
 
 def job_base(cfg: BenchConfig, cache: Path, seed: int) -> dict:
@@ -71,7 +78,7 @@ def job_base(cfg: BenchConfig, cache: Path, seed: int) -> dict:
         x, y = D.digits()
         model = train_base(x, y, seed=seed, steps=cfg.base_steps, cfg=cfg.model, batch=cfg.base_batch)
         _atomic_torch_save(model.state_dict(), path)
-    return {"seconds": time.perf_counter() - t0}
+    return {"digest": tensor_digest(torch.load(path))[:16], "seconds": time.perf_counter() - t0}
 
 
 def job_lora(cfg: BenchConfig, cache: Path, seed: int, name: str) -> dict:
@@ -80,25 +87,21 @@ def job_lora(cfg: BenchConfig, cache: Path, seed: int, name: str) -> dict:
     if not path.exists():
         base = load_base(cfg, cache, seed)
         x, y, sampler = D.lora_data(name)
-        tensors = train_lora(base, x, y, seed=seed * 100 + LORAS.index(name) + 1, steps=cfg.lora_steps,
+        tensors = train_lora(base, x, y, seed=lora_seed(seed, name), steps=cfg.lora_steps,
                              rank=cfg.lora_rank, alpha=cfg.lora_alpha, sampler=sampler)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         save_lora(tmp, tensors, name)
         os.replace(tmp, path)
-    return {"seconds": time.perf_counter() - t0}
+    return {"digest": tensor_digest(load_file(str(path)))[:16], "seconds": time.perf_counter() - t0}
 
 
 def load_base(cfg: BenchConfig, cache: Path, seed: int) -> Denoiser:
-    model = Denoiser(cfg.model)
-    model.load_state_dict(torch.load(base_path(cfg, cache, seed)))
-    return model.eval()
+    return load_denoiser(cfg.model, torch.load(base_path(cfg, cache, seed)))
 
 
 def load_evaluator(cfg: BenchConfig, cache: Path) -> Evaluator:
-    model = Evaluator()
-    model.load_state_dict(torch.load(evaluator_path(cfg, cache))["state"])
-    return model.eval()
+    return evaluator_from_state(torch.load(evaluator_path(cfg, cache))["state"])
 
 
 # -- sampling and scoring --------------------------------------------------------------------------------
@@ -127,14 +130,6 @@ def job_singles(cfg: BenchConfig, cache: Path, seed: int) -> dict:
     return out
 
 
-def _digest(deltas: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(deltas):
-        h.update(k.encode())
-        h.update(deltas[k].detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class _Scorer:
     """Merged file → model → samples → rates, with samples cached by the merged weights' digest
     (two methods that produce the same weights share one sampling run)."""
@@ -148,7 +143,7 @@ class _Scorer:
 
     def score(self, path: Path, intended: tuple[str, ...]) -> tuple[dict, torch.Tensor, dict[str, torch.Tensor], str]:
         deltas = deltas_of_file(path)
-        key = _digest(deltas)
+        key = tensor_digest(deltas)
         if key not in self.memo:
             self.memo[key] = sample(apply_deltas(self.base, deltas), self.labels, self.noise, self.cfg.model)
             self.sampled += 1
@@ -210,7 +205,3 @@ def job_case(cfg: BenchConfig, cache: Path, seed: int, case: str, lam: float | N
                 images[name] = grid_images(samples, scorer.labels)
     return {"seed": seed, "case": case, "rows": rows, "images": images, "sampling_runs": scorer.sampled,
             "seconds": time.perf_counter() - t0}
-
-
-def dump(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True))

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from .determinism import generator
 from .model import Denoiser, Schedule, diffusion_loss, linear_names
 
 
@@ -25,15 +26,16 @@ def kohya_name(module: str) -> str:
 
 
 class LoRALinear(nn.Module):
-    """``y = base(x) + (alpha/rank)·up(down(x))``, base frozen; kohya init (down Kaiming, up zero)."""
+    """``y = base(x) + (alpha/rank)·up(down(x))``, base frozen; kohya init (down Kaiming from
+    `generator`, up zero)."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
         self.base = base.requires_grad_(False)
         self.rank, self.alpha = rank, alpha
         self.down = nn.Parameter(torch.empty(rank, base.in_features))
         self.up = nn.Parameter(torch.zeros(base.out_features, rank))
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5), generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.down.T @ self.up.T) * (self.alpha / self.rank)
@@ -49,14 +51,14 @@ def train_lora(base: Denoiser, x: torch.Tensor, y: torch.Tensor, *, seed: int, s
                sampler=None) -> dict[str, torch.Tensor]:
     """Train a LoRA on (x, y) with the base frozen; returns the kohya tensors of the file.
 
-    `sampler(g, batch)` may pick batch indices (default: uniform over the data)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    `sampler(g, batch)` may pick batch indices (default: uniform over the data). Every random
+    number (initial down weights, batches, timesteps, noise) comes from one generator seeded with `seed`."""
+    g = generator(seed)
     model = copy.deepcopy(base).requires_grad_(False)
     names = linear_names(model)
     adapters = {}
     for name in names:
-        adapters[name] = LoRALinear(model.get_submodule(name), rank, alpha)
+        adapters[name] = LoRALinear(model.get_submodule(name), rank, alpha, g)
         _set(model, name, adapters[name])
     params = [p for a in adapters.values() for p in (a.down, a.up)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -104,7 +106,3 @@ def apply_deltas(base: Denoiser, deltas: dict[str, torch.Tensor], strength: floa
             w = model.get_submodule(by_stem[stem]).weight
             w.add_(d.reshape(w.shape).to(w.dtype), alpha=strength)
     return model.eval()
-
-
-def apply_file(base: Denoiser, path: str | Path, strength: float = 1.0) -> Denoiser:
-    return apply_deltas(base, deltas_of_file(path), strength)

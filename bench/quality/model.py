@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import SIZE
+from .determinism import build, generator
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class Denoiser(nn.Module):
         return self.out_proj(F.silu(self.out_norm(h))).reshape(x.shape)
 
 
+def load_denoiser(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> Denoiser:
+    """A denoiser holding `state` (built without drawing random initial weights)."""
+    return build(lambda: Denoiser(cfg), state=state).eval()
+
+
 def linear_names(model: nn.Module) -> list[str]:
     """The LoRA targets: every nn.Linear of the denoiser, by module path."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -101,10 +107,10 @@ def diffusion_loss(model: nn.Module, sched: Schedule, x0: torch.Tensor, y: torch
 
 def train_base(x: torch.Tensor, y: torch.Tensor, *, seed: int, steps: int, cfg: ModelConfig = ModelConfig(),
                batch: int = 256, lr: float = 2e-3, ema: float = 0.995) -> Denoiser:
-    """Train the base denoiser from scratch on real digits; returns the EMA weights."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    model = Denoiser(cfg)
+    """Train the base denoiser from scratch on real digits; returns the EMA weights. Every random
+    number (initial weights, batches, timesteps, noise) comes from one generator seeded with `seed`."""
+    g = generator(seed)
+    model = build(lambda: Denoiser(cfg), generator=g)
     avg = copy.deepcopy(model).requires_grad_(False)
     sched = Schedule(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

@@ -2,7 +2,9 @@
 
 Training jobs (evaluator, base per seed, LoRA per seed) write to the cache and are skipped when
 their artefact is there; measurement jobs (singles, λ tuning, cases) always run, since they
-measure loramerge as it is now.
+measure loramerge as it is now. Every process runs `cfg.threads` torch threads with deterministic
+algorithms, every job runs with its own seeded global RNGs, and results are returned in plan
+order: the numbers do not depend on the number of workers or on which worker ran which job.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from . import jobs as J
 from .config import LORAS, BenchConfig
+from .determinism import pinned_environment, process_settings, provenance
 
 
 @dataclass
@@ -57,6 +60,12 @@ def plan_jobs(cfg: BenchConfig, cache: Path) -> list[Job]:
 
 
 def execute(jobs: list[Job], *, workers: int, threads: int, log=print) -> dict[str, dict]:
+    """Run `jobs` (dependencies first); returns their results keyed and ordered as `jobs` is."""
+    results = _execute_any_order(jobs, workers=workers, threads=threads, log=log)
+    return {j.key: results[j.key] for j in jobs}
+
+
+def _execute_any_order(jobs: list[Job], *, workers: int, threads: int, log) -> dict[str, dict]:
     results: dict[str, dict] = {}
     pending = {j.key: j for j in jobs}
     t0 = time.perf_counter()
@@ -72,13 +81,13 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log=print) -> dict[s
         log(f"[{time.perf_counter() - t0:7.1f}s] {j.key} done ({r.get('seconds', 0.0):.1f}s)")
 
     if workers <= 1:
-        J.init_worker(threads)
-        while pending:
-            todo = ready()
-            if not todo:
-                raise RuntimeError(f"unsatisfiable dependencies: {sorted(pending)}")
-            j = pending.pop(todo[0].key)
-            done(j, j.fn(*args_of(j)))
+        with process_settings(threads):
+            while pending:
+                todo = ready()
+                if not todo:
+                    raise RuntimeError(f"unsatisfiable dependencies: {sorted(pending)}")
+                j = pending.pop(todo[0].key)
+                done(j, J.run_job(j.key, j.fn, args_of(j)))
         return results
 
     ctx = mp.get_context("spawn")
@@ -90,7 +99,7 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log=print) -> dict[s
                 if len(running) >= workers:
                     break
                 pending.pop(j.key)
-                running[pool.submit(j.fn, *args_of(j))] = j
+                running[pool.submit(J.run_job, j.key, j.fn, args_of(j))] = j
             if not running:
                 raise RuntimeError(f"unsatisfiable dependencies: {sorted(pending)}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -99,33 +108,36 @@ def execute(jobs: list[Job], *, workers: int, threads: int, log=print) -> dict[s
     return results
 
 
-def run(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, workers: int, threads: int,
+def run(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, workers: int,
         log=print, fresh_cache: bool = False) -> tuple[dict, list[str]]:
     """Train (or reuse) everything, measure every method, write the JSON, the grids and the page.
-    Returns (raw results, sanity failures)."""
-    from .report import write_outputs
+    Returns (results.json's content, sanity failures)."""
+    from .outputs import previous_run, write_outputs
 
     cache.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = execute(plan_jobs(cfg, cache), workers=workers, threads=threads, log=log)
-    wall = time.perf_counter() - t0
-    env = {"workers": workers, "threads_per_worker": threads, "python": sys.version.split()[0],
-           "fresh_cache": fresh_cache}
+    with pinned_environment():
+        results = execute(plan_jobs(cfg, cache), workers=workers, threads=cfg.threads, log=log)
+        prov = provenance(cfg.threads)
+    last = {"config": cfg, "results": results, "provenance": prov, "previous": previous_run(out_dir),
+            "run": {"workers": workers, "wall_seconds": time.perf_counter() - t0, "fresh_cache": fresh_cache,
+                    "python": sys.version.split()[0]}}
     with open(last_run_path(cfg, cache), "wb") as fh:  # lets --report-only re-render without re-measuring
-        pickle.dump({"results": results, "wall": wall, "env": env}, fh)
-    return write_outputs(cfg, results, out_dir=out_dir, doc=doc, wall_seconds=wall, env=env)
+        pickle.dump(last, fh)
+    return write_outputs(cfg, last, out_dir=out_dir, doc=doc, log=log)
 
 
 def last_run_path(cfg: BenchConfig, cache: Path) -> Path:
     return cache / f"last_run_{cfg.name}.pkl"
 
 
-def report_only(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path) -> tuple[dict, list[str]]:
-    """Re-render QUALITY.md, the JSON and the grids from the last run's raw results."""
-    from .report import write_outputs
+def report_only(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, log=print) -> tuple[dict, list[str]]:
+    """Re-render QUALITY.md, the JSON and the grids from the last run of `cfg.name` (with that run's
+    configuration, provenance and reproduction check)."""
+    from .outputs import write_outputs
 
     with open(last_run_path(cfg, cache), "rb") as fh:
         last = pickle.load(fh)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_outputs(cfg, last["results"], out_dir=out_dir, doc=doc, wall_seconds=last["wall"], env=last["env"])
+    return write_outputs(last["config"], last, out_dir=out_dir, doc=doc, log=log)

@@ -18,19 +18,19 @@ import numpy as np
 import torch
 
 from bench.quality.config import SMOKE
+from bench.quality.methods import LAMBDAS
 from bench.quality.png import write_png
 from bench.quality.runner import run
 
 
 def test_quality_benchmark_smoke(tmp_path):
-    threads = torch.get_num_threads()
+    settings = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     t0 = time.perf_counter()
-    try:
-        payload, failures = run(SMOKE, cache=tmp_path / "cache", out_dir=tmp_path / "quality",
-                                doc=tmp_path / "QUALITY.md", workers=1, threads=1, log=lambda msg: None)
-    finally:
-        torch.set_num_threads(threads)
+    payload, failures = run(SMOKE, cache=tmp_path / "cache", out_dir=tmp_path / "quality",
+                            doc=tmp_path / "QUALITY.md", workers=1, log=lambda msg: None)
     assert time.perf_counter() - t0 < 60
+    # an inline run leaves the caller's thread count and determinism setting as they were
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == settings
 
     data = json.loads((tmp_path / "quality" / "results.json").read_text())
     cases = data["aggregate"]["cases"]
@@ -50,7 +50,12 @@ def test_quality_benchmark_smoke(tmp_path):
     # the merges went through loramerge: its report's decisions are kept
     auto = data["raw"]["case/0/subject+style"]["rows"]["auto"]
     assert sum(auto["strategy_counts"].values()) == len(auto["groups"]) > 0
-    assert data["raw"]["tune/subject+style"]["lambda"] in (0.4, 0.55, 0.7, 0.85, 1.0, 1.2)
+    assert data["raw"]["tune/subject+style"]["lambda"] in LAMBDAS
+    # timings live in run.json, not in the hashed results
+    assert "seconds" not in data["raw"]["case/0/subject+style"] and "wall_seconds" not in data
+    timings = json.loads((tmp_path / "quality" / "run.json").read_text())["timings"]
+    assert set(timings["merge_seconds"]["case/0/subject+style"]) == set(SMOKE.methods)
+    assert payload["results_sha256"] == data["results_sha256"]
 
     md = (tmp_path / "QUALITY.md").read_text()
     assert "## Where loramerge auto ranks" in md and "## Sanity" in md
