@@ -27,8 +27,10 @@ def lora_path(name: str) -> str:
     path = folder_paths.get_full_path(LORAS, name)
     if path is None or not os.path.isfile(path):
         folders = ", ".join(folder_paths.get_folder_paths(LORAS))
-        raise LoraOptimizerError(f"LoRA '{name}' was not found in the loras folder ({folders}); "
-                                 "was it moved or deleted? Pick it again in the LoRA Stack.")
+        raise LoraOptimizerError(
+            f"LoRA '{name}' was not found in the loras folder ({folders}); "
+            "was it moved or deleted? Pick it again in the LoRA Stack."
+        )
     return path
 
 
@@ -50,8 +52,10 @@ def base_path(name: str) -> str:
             path = folder_paths.get_full_path(folder, name)
             if path is not None:
                 return path
-    raise LoraOptimizerError(f"LoRA Optimizer Settings: base model '{name}' is not in "
-                             f"{' / '.join(BASE_FOLDERS)}; give its full path or leave base empty")
+    raise LoraOptimizerError(
+        f"LoRA Optimizer Settings: base model '{name}' is not in "
+        f"{' / '.join(BASE_FOLDERS)}; give its full path or leave base empty"
+    )
 
 
 def device_name(choice: str) -> str:

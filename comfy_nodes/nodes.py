@@ -45,23 +45,29 @@ class MergeData:
 
 
 def _options(values: dict | None) -> dict:
-    return dict(values) if values is not None else setting_widgets.to_options(
-        {}, resolve_base=host.base_path, resolve_device=host.device_name)
+    return (
+        dict(values)
+        if values is not None
+        else setting_widgets.to_options({}, resolve_base=host.base_path, resolve_device=host.device_name)
+    )
 
 
 def _inputs(lora_stack) -> tuple[LoraInput, ...]:
     entries = [e for e in as_stack(lora_stack) if not e.off]
     if not entries:
-        raise LoraOptimizerError("the LoRA stack is empty (or every LoRA in it has strength 0): "
-                                 "connect LoRA Stack nodes")
+        raise LoraOptimizerError(
+            "the LoRA stack is empty (or every LoRA in it has strength 0): connect LoRA Stack nodes"
+        )
     return tuple(e.to_input(host.lora_path(e.lora_name)) for e in entries)
 
 
 def merged(inputs: tuple[LoraInput, ...], options: dict) -> tuple[MergeResult, bool]:
     """The merge of `inputs` with `options`, from the cache when nothing changed; (result, cache hit)."""
+
     def compute():
         with user_errors("LoRA Optimizer"):
             return run_merge(inputs, progress=host.progress(2), **options)
+
     return cache.cached(cache.key_of("merge", inputs, options), compute)
 
 
@@ -87,10 +93,17 @@ class LoraStack:
                 "lora_name": (host.lora_names(), {"tooltip": "a LoRA from ComfyUI's loras folder"}),
                 "strength_model": ("FLOAT", {**STRENGTH, "tooltip": "strength on the diffusion model"}),
                 "strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "strength on the text encoders"}),
-                "preserve": ("BOOLEAN", {"default": False, "tooltip": "hold this LoRA out of the merge and add it "
-                                                                      "on top at its strength"}),
-                "include": ("STRING", {"default": "", "tooltip": "only targets matching this regex (e.g. "
-                                                                 "'input_blocks|te1'); empty = all"}),
+                "preserve": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "hold this LoRA out of the merge and add it on top at its strength"},
+                ),
+                "include": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "only targets matching this regex (e.g. 'input_blocks|te1'); empty = all",
+                    },
+                ),
                 "exclude": ("STRING", {"default": "", "tooltip": "leave out targets matching this regex"}),
             },
             "optional": {"lora_stack": (STACK, {"tooltip": "the stack so far"})},
@@ -134,8 +147,10 @@ class LoraOptimizer:
     RETURN_TYPES = ("MODEL", "CLIP", "STRING", MERGE_DATA)
     RETURN_NAMES = ("model", "clip", "report", "merge_data")
     FUNCTION = "optimize"
-    DESCRIPTION = ("Merges the LoRA stack with loramerge (a strategy per weight group) and applies the merged LoRA "
-                   "like LoraLoader does; the report says what was chosen and why.")
+    DESCRIPTION = (
+        "Merges the LoRA stack with loramerge (a strategy per weight group) and applies the merged LoRA "
+        "like LoraLoader does; the report says what was chosen and why."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -143,8 +158,10 @@ class LoraOptimizer:
             "required": {
                 "model": ("MODEL",),
                 "lora_stack": (STACK,),
-                "output_strength": ("FLOAT", {**STRENGTH, "tooltip": "strength of the merged LoRA on the model "
-                                                                      "(LoraLoader's strength_model)"}),
+                "output_strength": (
+                    "FLOAT",
+                    {**STRENGTH, "tooltip": "strength of the merged LoRA on the model (LoraLoader's strength_model)"},
+                ),
                 "output_strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "strength on CLIP (strength_clip)"}),
             },
             "optional": {"clip": ("CLIP",), "settings": (SETTINGS,)},
@@ -155,8 +172,9 @@ class LoraOptimizer:
         inputs = _inputs(lora_stack)
         result, hit = merged(inputs, options)
         sd = patching.kohya_state_dict(result)
-        placement = patching.place(sd, host.key_map(model, clip), host.weight_shapes(model, clip),
-                                   text_encoders=clip is not None)
+        placement = patching.place(
+            sd, host.key_map(model, clip), host.weight_shapes(model, clip), text_encoders=clip is not None
+        )
         warnings = _check(placement, result, host.model_name(model), strict=options["strict"])
         patches = host.to_patches(placement.select(sd), placement.placed)
         new_model, new_clip = host.apply(model, clip, patches, output_strength, output_strength_clip)
@@ -179,13 +197,15 @@ def _check(placement: patching.Placement, result: MergeResult, model: str, *, st
         raise LoraOptimizerError(
             f"LoRA Optimizer: the merged LoRA does not fit this {model} model: none of its {len(shown)} {kind} "
             f"exist there with the same shape (e.g. {shown[0]}). The LoRAs look like {family} LoRAs; use LoRAs "
-            "made for the loaded model.")
+            "made for the loaded model."
+        )
     if bad and strict:
         shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise LoraOptimizerError(
             f"LoRA Optimizer: {len(bad)} modules of the merged LoRA ({family}) do not fit this {model} model:\n  "
             f"{shown}\nIf the LoRAs are for this model, set strict = false in LoRA Optimizer Settings to apply "
-            "the rest (the report lists what was left out).")
+            "the rest (the report lists what was left out)."
+        )
     warnings = [f"not in this {model} model, left out: {b}" for b in bad[:20]]
     if len(bad) > 20:
         warnings.append(f"... and {len(bad) - 20} more modules left out")
@@ -197,10 +217,12 @@ def _check(placement: patching.Placement, result: MergeResult, model: str, *, st
 def _summary(result, placement, patches, strength_model, strength_clip, hit, warnings) -> str:
     kinds = ", ".join(f"{k}: {n}" for k, n in patching.summarize(patches).items())
     n_te = sum(1 for s in placement.placed if patching.is_text_encoder(s))
-    lines = [f"loramerge {loramerge.__version__}: {len(result.groups)} groups merged "
-             f"({'cached result' if hit else 'computed'})",
-             f"applied {len(patches)} patches ({kinds}): {len(placement.placed) - n_te} on the model at strength "
-             f"{strength_model:g}, {n_te} on CLIP at strength {strength_clip:g}"]
+    lines = [
+        f"loramerge {loramerge.__version__}: {len(result.groups)} groups merged "
+        f"({'cached result' if hit else 'computed'})",
+        f"applied {len(patches)} patches ({kinds}): {len(placement.placed) - n_te} on the model at strength "
+        f"{strength_model:g}, {n_te} on CLIP at strength {strength_clip:g}",
+    ]
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines) + "\n\n"
 
@@ -217,17 +239,39 @@ class SaveMergedLora:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "merge_data": (MERGE_DATA,),
-            "file_name": ("STRING", {"default": "loramerge/merged", "tooltip": "name inside the loras folder "
-                                     "(subfolders allowed; .safetensors is added)"}),
-            "format": ([AS_SETTINGS, *(f.value for f in OutputFormat)], {"default": AS_SETTINGS}),
-            "rank": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "re-factorise every group to this rank; "
-                             "0 = as merged"}),
-            "error_target": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.001,
-                                       "tooltip": "re-factorise to this relative error instead; 0 = off"}),
-            "overwrite": ("BOOLEAN", {"default": False}),
-        }}
+        return {
+            "required": {
+                "merge_data": (MERGE_DATA,),
+                "file_name": (
+                    "STRING",
+                    {
+                        "default": "loramerge/merged",
+                        "tooltip": "name inside the loras folder (subfolders allowed; .safetensors is added)",
+                    },
+                ),
+                "format": ([AS_SETTINGS, *(f.value for f in OutputFormat)], {"default": AS_SETTINGS}),
+                "rank": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 4096,
+                        "tooltip": "re-factorise every group to this rank; 0 = as merged",
+                    },
+                ),
+                "error_target": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 0.99,
+                        "step": 0.001,
+                        "tooltip": "re-factorise to this relative error instead; 0 = off",
+                    },
+                ),
+                "overwrite": ("BOOLEAN", {"default": False}),
+            }
+        }
 
     def save(self, merge_data: MergeData, file_name, format, rank, error_target, overwrite):
         path = savepath.save_path(host.loras_root(), file_name)
@@ -247,8 +291,9 @@ class SaveMergedLora:
             written = result.save(path, fmt)
         lines = [f"saved {path} ({written.format}, {written.dtype})"]
         if written.widened:
-            lines.append(f"warning: {len(written.widened)} tensor(s) beyond the {written.dtype} range were written "
-                         "in float32")
+            lines.append(
+                f"warning: {len(written.widened)} tensor(s) beyond the {written.dtype} range were written in float32"
+            )
         advice = format_advice(written.format, result.inputs.architecture, clients=SAVE_ADVICE_CLIENTS, style="node")
         lines += [f"warning: {line}" for line in advice]
         for line in lines[1:]:

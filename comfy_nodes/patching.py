@@ -23,13 +23,21 @@ import torch
 
 from loramerge.formats.writers import tensors_for
 
-Slice = tuple[int, int, int]                 # (dim, offset, size)
-Target = Union[str, tuple[str, Slice]]       # what a ComfyUI key map gives for a stem
+Slice = tuple[int, int, int]  # (dim, offset, size)
+Target = Union[str, tuple[str, Slice]]  # what a ComfyUI key map gives for a stem
 
 # Tensor-name suffixes the kohya writer emits (longest first: ".diff_b" before ".diff").
-SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".lora_mid.weight", ".alpha", ".diff_b", ".diff",
-            ".w_norm", ".b_norm")
-TEXT_ENCODER_PREFIX = "lora_te"              # kohya: lora_te_, lora_te1_, lora_te2_, lora_te3_
+SUFFIXES = (
+    ".lora_down.weight",
+    ".lora_up.weight",
+    ".lora_mid.weight",
+    ".alpha",
+    ".diff_b",
+    ".diff",
+    ".w_norm",
+    ".b_norm",
+)
+TEXT_ENCODER_PREFIX = "lora_te"  # kohya: lora_te_, lora_te1_, lora_te2_, lora_te3_
 
 
 def stem_of(key: str) -> str:
@@ -84,17 +92,22 @@ class Placement:
     """Which stems of the merged LoRA land on the model, and which do not (and why)."""
 
     placed: dict[str, Target] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)            # stems the key map does not know
-    mismatched: list[str] = field(default_factory=list)         # "stem: LoRA shape vs model shape"
-    skipped: list[str] = field(default_factory=list)            # text-encoder stems with no CLIP to patch
+    missing: list[str] = field(default_factory=list)  # stems the key map does not know
+    mismatched: list[str] = field(default_factory=list)  # "stem: LoRA shape vs model shape"
+    skipped: list[str] = field(default_factory=list)  # text-encoder stems with no CLIP to patch
 
     def select(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The tensors of the placed stems only (ComfyUI logs every key it cannot load)."""
         return {k: v for k, v in sd.items() if stem_of(k) in self.placed}
 
 
-def place(sd: Mapping[str, torch.Tensor], key_map: Mapping[str, Target], shapes: Mapping[str, Sequence[int]],
-          *, text_encoders: bool = True) -> Placement:
+def place(
+    sd: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, Target],
+    shapes: Mapping[str, Sequence[int]],
+    *,
+    text_encoders: bool = True,
+) -> Placement:
     """Check every stem of `sd` against `key_map` (stem -> target) and the model's weight `shapes`."""
     out = Placement()
     for stem in sorted({stem_of(k) for k in sd}):
@@ -109,8 +122,9 @@ def place(sd: Mapping[str, torch.Tensor], key_map: Mapping[str, Target], shapes:
         for param, have in delta_shapes(sd, stem).items():
             want = target_shape(target, shapes, bias=param == "bias")
             if want is None or math.prod(want) != math.prod(have):
-                problems.append(f"{param} {list(have)} vs model {target_weight(target)} "
-                                f"{'missing' if want is None else list(want)}")
+                problems.append(
+                    f"{param} {list(have)} vs model {target_weight(target)} {'missing' if want is None else list(want)}"
+                )
         if problems:
             out.mismatched.append(f"{stem}: " + "; ".join(problems))
         else:

@@ -20,8 +20,10 @@ def save_path(loras_root: str | os.PathLike, file_name: str) -> Path:
         raise LoraOptimizerError("Save Merged LoRA: the file name contains a NUL character")
     win, posix = PureWindowsPath(name), PurePosixPath(name)
     if posix.is_absolute() or win.is_absolute() or win.drive or win.root:
-        raise LoraOptimizerError(f"Save Merged LoRA: {file_name!r} is an absolute path; give a name inside "
-                                 "the loras folder (subfolders like 'merged/my_lora' are fine)")
+        raise LoraOptimizerError(
+            f"Save Merged LoRA: {file_name!r} is an absolute path; give a name inside "
+            "the loras folder (subfolders like 'merged/my_lora' are fine)"
+        )
     if ".." in win.parts:  # PureWindowsPath splits on both / and \
         raise LoraOptimizerError(f"Save Merged LoRA: {file_name!r} leads out of the loras folder ('..' is not allowed)")
     parts = list(win.parts)
@@ -30,6 +32,8 @@ def save_path(loras_root: str | os.PathLike, file_name: str) -> Path:
     root = Path(loras_root).resolve()
     target = root.joinpath(*parts).resolve()
     if not target.is_relative_to(root) or target == root:
-        raise LoraOptimizerError(f"Save Merged LoRA: {file_name!r} resolves to {target}, outside the loras "
-                                 f"folder {root} (through a symbolic link?)")
+        raise LoraOptimizerError(
+            f"Save Merged LoRA: {file_name!r} resolves to {target}, outside the loras "
+            f"folder {root} (through a symbolic link?)"
+        )
     return target

@@ -43,22 +43,34 @@ def widget_of(o: OptionSpec) -> Option:
     default = o.default_value
     choices = list(DEVICES) if o.field == "device" else o.choices()
     if choices is not None:
-        return Option(o.widget, o.field, (choices, {"default": AUTO if default is None else default, "tooltip": tip}),
-                      _unset_is(AUTO) if o.optional else (lambda v: v))
+        return Option(
+            o.widget,
+            o.field,
+            (choices, {"default": AUTO if default is None else default, "tooltip": tip}),
+            _unset_is(AUTO) if o.optional else (lambda v: v),
+        )
     if o.kind is bool:
         return Option(o.widget, o.field, ("BOOLEAN", {"default": default, "tooltip": tip}))
     if o.kind is str:
-        return Option(o.widget, o.field, ("STRING", {"default": default or "", "tooltip": tip}),
-                      _unset_is("") if o.optional else (lambda v: v))
-    spec: dict[str, Any] = {"default": 0 if default is None else default, "tooltip": tip,
-                            "min": 0 if o.lo is None else o.lo,
-                            "max": (_INT_MAX if o.kind is int else 1.0) if o.hi is None else o.hi}
+        return Option(
+            o.widget,
+            o.field,
+            ("STRING", {"default": default or "", "tooltip": tip}),
+            _unset_is("") if o.optional else (lambda v: v),
+        )
+    spec: dict[str, Any] = {
+        "default": 0 if default is None else default,
+        "tooltip": tip,
+        "min": 0 if o.lo is None else o.lo,
+        "max": (_INT_MAX if o.kind is int else 1.0) if o.hi is None else o.hi,
+    }
     if o.kind is float:
         spec["step"] = 0.001 if o.field == "rel_error" else 0.01
         if o.optional and spec["max"] == 1:
             spec["max"] = 0.99 if o.field == "rel_error" else 1.0
-    return Option(o.widget, o.field, ("FLOAT" if o.kind is float else "INT", spec),
-                  _unset_is(0) if o.optional else (lambda v: v))
+    return Option(
+        o.widget, o.field, ("FLOAT" if o.kind is float else "INT", spec), _unset_is(0) if o.optional else (lambda v: v)
+    )
 
 
 WIDGETS: tuple[Option, ...] = tuple(widget_of(o) for o in OPTIONS)

@@ -22,7 +22,7 @@ class StackEntry:
     strength_model: float = 1.0
     strength_clip: float = 1.0
     preserve: bool = False
-    include: str = ""   # one regex on canonical target names ("a|b" for several); empty = all
+    include: str = ""  # one regex on canonical target names ("a|b" for several); empty = all
     exclude: str = ""
 
     def __post_init__(self):
@@ -31,8 +31,9 @@ class StackEntry:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise LoraOptimizerError(f"LoRA Stack '{self.lora_name}': {field} is not a valid regular "
-                                         f"expression ({exc}): {pattern!r}") from None
+                raise LoraOptimizerError(
+                    f"LoRA Stack '{self.lora_name}': {field} is not a valid regular expression ({exc}): {pattern!r}"
+                ) from None
 
     @property
     def off(self) -> bool:
@@ -40,9 +41,15 @@ class StackEntry:
         return self.strength_model == 0 and self.strength_clip == 0
 
     def to_input(self, path: str) -> LoraInput:
-        return LoraInput(path=path, strength_model=self.strength_model, strength_text_encoder=self.strength_clip,
-                         preserve=self.preserve, include=_patterns(self.include), exclude=_patterns(self.exclude),
-                         name=self.lora_name)
+        return LoraInput(
+            path=path,
+            strength_model=self.strength_model,
+            strength_text_encoder=self.strength_clip,
+            preserve=self.preserve,
+            include=_patterns(self.include),
+            exclude=_patterns(self.exclude),
+            name=self.lora_name,
+        )
 
 
 def _patterns(text: str) -> tuple[str, ...]:
@@ -60,6 +67,8 @@ def as_stack(value) -> tuple[StackEntry, ...]:
         elif isinstance(item, (tuple, list)) and len(item) == 3 and isinstance(item[0], str):
             entries.append(StackEntry(item[0], float(item[1]), float(item[2])))
         else:
-            raise LoraOptimizerError(f"LORA_STACK: cannot read entry {item!r}; connect LoRA Stack nodes "
-                                     "(or a stack of (lora_name, strength_model, strength_clip) tuples)")
+            raise LoraOptimizerError(
+                f"LORA_STACK: cannot read entry {item!r}; connect LoRA Stack nodes "
+                "(or a stack of (lora_name, strength_model, strength_clip) tuples)"
+            )
     return tuple(entries)

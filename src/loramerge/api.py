@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
-
-from typing import NamedTuple
 
 from .analysis.pass1 import Analysis
 from .config import LoraInput, MergeConfig
@@ -32,7 +31,9 @@ def as_input(x: InputLike) -> LoraInput:
         return LoraInput(**x)
     if isinstance(x, tuple):
         path, *s = x
-        return LoraInput(path=str(path), strength_model=s[0] if s else 1.0, strength_text_encoder=s[1] if len(s) > 1 else None)
+        return LoraInput(
+            path=str(path), strength_model=s[0] if s else 1.0, strength_text_encoder=s[1] if len(s) > 1 else None
+        )
     return LoraInput.parse(str(x))
 
 
@@ -55,8 +56,13 @@ def config_of(inputs: Sequence[InputLike] | MergeConfig, options: dict) -> Merge
     return MergeConfig(inputs=tuple(as_input(x) for x in inputs), **options)
 
 
-def merge(inputs: Sequence[InputLike] | MergeConfig, *, output: str | Path | None = None,
-          progress: Progress | None = None, **options) -> MergeResult:
+def merge(
+    inputs: Sequence[InputLike] | MergeConfig,
+    *,
+    output: str | Path | None = None,
+    progress: Progress | None = None,
+    **options,
+) -> MergeResult:
     """Merge LoRAs. Options are the fields of `MergeConfig` (mode, optimization, rank, seed, ...); a
     `MergeConfig` may be given instead of inputs and options. The front door of the CLI and ComfyUI.
 
@@ -77,7 +83,9 @@ def load_recipe(path: str | Path) -> MergeConfig:
     if path.suffix.lower() == ".safetensors":
         _, meta = read_header(path)
         if "loramerge.recipe" not in meta:
-            raise InputFileError(path, "has no loramerge recipe in its metadata", hint="was it written by loramerge merge?")
+            raise InputFileError(
+                path, "has no loramerge recipe in its metadata", hint="was it written by loramerge merge?"
+            )
         data = json.loads(meta["loramerge.recipe"])["config"]
     else:
         try:

@@ -45,7 +45,7 @@ class BaseModel:
     """Canonical targets of a base model: ``module`` and, for fused weights, ``module#component``."""
 
     path: Path
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)     # target -> weight shape
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # target -> weight shape
     keys: dict[str, tuple[str, slice | None]] = field(default_factory=dict)  # target -> (tensor key, rows)
 
     @classmethod
@@ -86,7 +86,7 @@ def _placement_of(path: str, table: ArchTable | None, placer: KeyPlacer | None) 
     for prefix, branch in _PREFIXES:
         if not path.startswith(prefix):
             continue
-        rest = path[len(prefix):]
+        rest = path[len(prefix) :]
         if placer is None:
             return Placement(f"{branch.value}.{rest}")
         branch = branch_for(table, prefix, branch) if prefix.startswith("text_encoder") else branch

@@ -21,21 +21,32 @@ from .options import AUTO, BY_FIELD, OPTIONS, OptionSpec
 if TYPE_CHECKING:
     from .report import Report
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Compose several diffusion-model LoRAs into one, resolving interference per weight group.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Compose several diffusion-model LoRAs into one, resolving interference per weight group.",
+)
 console = Console()
 CURRENT_CLIENTS = ("diffusers", "comfyui_0.3.64")  # the clients warned about (the 2024 ComfyUI is in the docs)
 err = Console(stderr=True)
 
 ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="Override the detected architecture.")]
-BaseOpt = Annotated[Optional[Path], typer.Option("--base", help="Base model .safetensors: check targets and shapes (header only).")]
-PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load .ckpt/.pt/.bin with torch.load(weights_only=True).")]
+BaseOpt = Annotated[
+    Optional[Path], typer.Option("--base", help="Base model .safetensors: check targets and shapes (header only).")
+]
+PickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Load .ckpt/.pt/.bin with torch.load(weights_only=True).")
+]
 
 
 @app.command()
-def inspect(files: Annotated[list[Path], typer.Argument(help="LoRA files.")],
-            as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per file).")] = False,
-            arch: ArchOpt = None, base: BaseOpt = None, allow_pickle: PickleOpt = False) -> None:
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help="LoRA files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per file).")] = False,
+    arch: ArchOpt = None,
+    base: BaseOpt = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
     """Show format, architecture, adapter kinds, ranks, alphas and keys that do not fit."""
     from .inspection import inspect_file
 
@@ -54,12 +65,17 @@ def _render_summary(s) -> None:
     t.add_row("adapter kinds", ", ".join(f"{k}: {v}" for k, v in s.adapter_kinds.items()))
     t.add_row("target modules", f"{s.modules} ({s.groups} groups)")
     t.add_row("rank", "-" if s.rank_min is None else f"{s.rank_min}..{s.rank_max}")
-    t.add_row("alpha", ", ".join(f"{a:g}" for a in s.alphas[:8]) + (" ..." if len(s.alphas) > 8 else "") or "none (scale 1)")
+    t.add_row(
+        "alpha", ", ".join(f"{a:g}" for a in s.alphas[:8]) + (" ..." if len(s.alphas) > 8 else "") or "none (scale 1)"
+    )
     t.add_row("dtype", ", ".join(f"{k} x{v}" for k, v in s.dtypes.items()))
     t.add_row("size", f"{s.size_bytes / 1e6:.2f} MB")
     for k, v in s.metadata.items():
         t.add_row(f"meta {k}", v)
-    t.add_row("unplaced keys", str(len(s.unplaced_keys)) + ("" if not s.unplaced_keys else ": " + ", ".join(s.unplaced_keys[:5])))
+    t.add_row(
+        "unplaced keys",
+        str(len(s.unplaced_keys)) + ("" if not s.unplaced_keys else ": " + ", ".join(s.unplaced_keys[:5])),
+    )
     if s.base_missing or s.base_mismatched:
         t.add_row("[red]not in base[/red]", f"{len(s.base_missing)}: " + ", ".join(s.base_missing[:5]))
         t.add_row("[red]shape mismatch[/red]", f"{len(s.base_mismatched)}: " + "; ".join(s.base_mismatched[:3]))
@@ -67,22 +83,33 @@ def _render_summary(s) -> None:
 
 
 @app.command()
-def convert(src: Annotated[Path, typer.Argument(help="Input LoRA file.")],
-            out: Annotated[Path, typer.Option("-o", "--out", help="Output .safetensors path.")],
-            fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.KOHYA,
-            arch: ArchOpt = None, base: BaseOpt = None, allow_pickle: PickleOpt = False,
-            lenient: Annotated[bool, typer.Option("--lenient", help="Continue past keys that do not fit (listed).")] = False,
-            lossy: Annotated[bool, typer.Option("--lossy", help="Allow dropping content the format cannot hold (listed).")] = False,
-            dtype: Annotated[OutputDtype, typer.Option("--dtype", help=BY_FIELD["dtype"].help[:1].upper() + BY_FIELD["dtype"].help[1:] + ".")] = OutputDtype.AUTO) -> None:
+def convert(
+    src: Annotated[Path, typer.Argument(help="Input LoRA file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .safetensors path.")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.KOHYA,
+    arch: ArchOpt = None,
+    base: BaseOpt = None,
+    allow_pickle: PickleOpt = False,
+    lenient: Annotated[bool, typer.Option("--lenient", help="Continue past keys that do not fit (listed).")] = False,
+    lossy: Annotated[
+        bool, typer.Option("--lossy", help="Allow dropping content the format cannot hold (listed).")
+    ] = False,
+    dtype: Annotated[
+        OutputDtype, typer.Option("--dtype", help=BY_FIELD["dtype"].help[:1].upper() + BY_FIELD["dtype"].help[1:] + ".")
+    ] = OutputDtype.AUTO,
+) -> None:
     """Rewrite a LoRA in the kohya, diffusers or comfy format, preserving every ΔW."""
     from .convert import convert as run
     from .formats.files import read_header
 
-    report = run(src, out, fmt, arch=arch, base=base, strict=not lenient, allow_pickle=allow_pickle, lossy=lossy,
-                 dtype=dtype)
+    report = run(
+        src, out, fmt, arch=arch, base=base, strict=not lenient, allow_pickle=allow_pickle, lossy=lossy, dtype=dtype
+    )
     written = read_header(report.path)[1]
-    console.print(f"wrote {report.path} ({report.format.value}, {report.dtype}): {report.modules} modules, "
-                  f"{report.tensors} tensors")
+    console.print(
+        f"wrote {report.path} ({report.format.value}, {report.dtype}): {report.modules} modules, "
+        f"{report.tensors} tensors"
+    )
     _warn_widened(report.widened)
     _advise(report.format.value, written.get("loramerge.architecture", "unknown"))
     for label, e in report.conversions.items():
@@ -93,8 +120,12 @@ def convert(src: Annotated[Path, typer.Argument(help="Input LoRA file.")],
 
 def _warn_widened(names: list[str]) -> None:
     if names:
-        err.print(f"[yellow]warning:[/yellow] {len(names)} tensor(s) hold values beyond the half-precision range "
-                  f"and were written in float32: {escape(', '.join(names[:5]))}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]warning:[/yellow] {len(names)} tensor(s) hold values beyond the half-precision range "
+            f"and were written in float32: {escape(', '.join(names[:5]))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _advise(fmt: str, architecture: str) -> None:
@@ -113,8 +144,14 @@ def _progress(quiet: bool):
 
     if quiet or not err.is_terminal:
         return nullcontext(None)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
     tasks: dict[str, int] = {}
 
     def update(stage: str, key: str, n: int, total: int) -> None:
@@ -157,14 +194,22 @@ def _option_parameter(o: OptionSpec) -> signatures.Parameter:
         help += f" Choices: {', '.join(o.choices() or [])}."
     help += f" (default: {shown})"
     kind: Any = Path if o.field == "base" else o.kind
-    return signatures.Parameter(o.field, signatures.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[Optional[kind], typer.Option(*o.flags, help=help, show_default=False)])
+    return signatures.Parameter(
+        o.field,
+        signatures.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[Optional[kind], typer.Option(*o.flags, help=help, show_default=False)],
+    )
 
 
 def with_merge_options(fn: Callable) -> Callable:
     """Give `fn` one keyword option per row of the option table (`loramerge.options.OPTIONS`);
     `fn` receives them as ``**options``."""
-    own = [p for p in signatures.signature(fn, eval_str=True).parameters.values() if p.kind is not signatures.Parameter.VAR_KEYWORD]
+    own = [
+        p
+        for p in signatures.signature(fn, eval_str=True).parameters.values()
+        if p.kind is not signatures.Parameter.VAR_KEYWORD
+    ]
     fn.__signature__ = signatures.Signature(own + [_option_parameter(o) for o in OPTIONS])  # type: ignore[attr-defined]
     return fn
 
@@ -186,10 +231,16 @@ LorasArg = Annotated[Optional[list[str]], typer.Argument(help="LoRA files as PAT
 def merge(
     loras: LorasArg = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output .safetensors path.")] = None,
-    preserve: Annotated[Optional[list[str]], typer.Option("--preserve", help="Hold this input out of the merge; add it on top.")] = None,
+    preserve: Annotated[
+        Optional[list[str]], typer.Option("--preserve", help="Hold this input out of the merge; add it on top.")
+    ] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only targets matching this regex.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out targets matching this regex.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")] = None,
+    exclude: Annotated[
+        Optional[list[str]], typer.Option("--exclude", help="Leave out targets matching this regex.")
+    ] = None,
+    recipe: Annotated[
+        Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")
+    ] = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Merge and report, write no LoRA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no report on the terminal.")] = False,
@@ -253,6 +304,7 @@ def analyze(
         print(report.to_json())
     else:
         from .report import render_text
+
         render_text(report, console)
 
 

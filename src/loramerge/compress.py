@@ -36,8 +36,14 @@ def choose_rank(singular: torch.Tensor, rank: int | None, rel_error: float | Non
     return max(1, int(idx[0]) if idx.numel() else n)
 
 
-def factorize_dense(delta: torch.Tensor, *, rank: int | None = None, rel_error: float | None = 1e-6,
-                    shape: tuple[int, ...] | None = None, generator: torch.Generator | None = None) -> Factorized:
+def factorize_dense(
+    delta: torch.Tensor,
+    *,
+    rank: int | None = None,
+    rel_error: float | None = 1e-6,
+    shape: tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
+) -> Factorized:
     """Truncated SVD of a dense ΔW (conv kernels flattened to [out, in·kh·kw]).
 
     With a fixed `rank` at most half the smaller dimension and a `generator`, a seeded randomized
@@ -59,8 +65,9 @@ def factorize_dense(delta: torch.Tensor, *, rank: int | None = None, rel_error: 
     return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, shape), err)
 
 
-def randomized_svd(mat: torch.Tensor, rank: int, generator: torch.Generator, *, oversample: int = 10,
-                   power_iters: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def randomized_svd(
+    mat: torch.Tensor, rank: int, generator: torch.Generator, *, oversample: int = 10, power_iters: int = 2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-`rank` SVD by random projection; the test matrix is drawn on the CPU generator so the
     result does not depend on the device."""
     k = min(rank + oversample, min(mat.shape))

@@ -11,8 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Sparsifier, StrategySet
 
 
-def option(default: Any, help: str, *, cli: str | None = None, widget: str | None = None,
-           choices: str | None = None, **bounds: Any) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    cli: str | None = None,
+    widget: str | None = None,
+    choices: str | None = None,
+    **bounds: Any,
+) -> Any:
     """A `MergeConfig` field with what the option table needs: help text, the CLI flag (default
     ``--field-name``), the ComfyUI widget name (default the field's) and, for string fields, the
     name of a dynamic choice list ("strategies", "presets", "architectures")."""
@@ -28,8 +35,8 @@ class LoraInput(BaseModel):
     path: str
     strength_model: float = 1.0
     strength_text_encoder: float | None = None  # None: same as strength_model
-    preserve: bool = False                      # held out of the merge, added on top at its strength
-    include: tuple[str, ...] = ()               # regexes on canonical target names; empty = all
+    preserve: bool = False  # held out of the merge, added on top at its strength
+    include: tuple[str, ...] = ()  # regexes on canonical target names; empty = all
     exclude: tuple[str, ...] = ()
     name: str | None = None
 
@@ -66,44 +73,72 @@ class MergeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
     inputs: tuple[LoraInput, ...]
-    mode: str = option("auto", "auto: a strategy per weight group from its statistics; or a strategy name forced "
-                            "on every group with 2+ LoRAs", choices="strategies")
-    optimization: Optimization = option(Optimization.PER_GROUP, "per-group decisions, one global decision, or plain "
-                                        "addition")
+    mode: str = option(
+        "auto",
+        "auto: a strategy per weight group from its statistics; or a strategy name forced on every group with 2+ LoRAs",
+        choices="strategies",
+    )
+    optimization: Optimization = option(
+        Optimization.PER_GROUP, "per-group decisions, one global decision, or plain addition"
+    )
     strategy_set: StrategySet = option(StrategySet.FULL, "which strategies auto mode may choose")
-    sparsify: Sparsifier = option(Sparsifier.NONE, "sparsification of the deltas before merging (TIES trim, DARE, "
-                                  "DELLA, or their conflict-only variants)")
-    density: float | None = option(None, "keep fraction for TIES and sparsification (default: from the statistics)",
-                                   gt=0, le=1)
+    sparsify: Sparsifier = option(
+        Sparsifier.NONE,
+        "sparsification of the deltas before merging (TIES trim, DARE, DELLA, or their conflict-only variants)",
+    )
+    density: float | None = option(
+        None, "keep fraction for TIES and sparsification (default: from the statistics)", gt=0, le=1
+    )
     dampening: float = option(0.0, "DELLA/DARE dampening of the rescale", ge=0, le=1)
-    refine: RefineLevel = option(RefineLevel.NONE, "post-merge refinement: TALL-masks + orthogonalisation; full adds "
-                                 "KnOTS")
+    refine: RefineLevel = option(
+        RefineLevel.NONE, "post-merge refinement: TALL-masks + orthogonalisation; full adds KnOTS"
+    )
     preset: str | None = option(None, "decision thresholds (default: the architecture's)", choices="presets")
     arch: str | None = option(None, "architecture of the LoRAs (default: detected)", choices="architectures")
-    rank: int | None = option(None, "output rank of every merged group (default: exact, the sum of the input ranks)",
-                              gt=0, le=65536)
-    rel_error: float | None = option(None, "re-factorise each group to this relative Frobenius error instead of a "
-                                     "rank", gt=0, lt=1, cli="--error-target", widget="error_target")
+    rank: int | None = option(
+        None, "output rank of every merged group (default: exact, the sum of the input ranks)", gt=0, le=65536
+    )
+    rel_error: float | None = option(
+        None,
+        "re-factorise each group to this relative Frobenius error instead of a rank",
+        gt=0,
+        lt=1,
+        cli="--error-target",
+        widget="error_target",
+    )
     format: OutputFormat = option(OutputFormat.KOHYA, "key naming of the written file")
-    dtype: OutputDtype = option(OutputDtype.AUTO, "precision of the written tensors: auto = the inputs' half precision "
-                                "(bfloat16 if any input is bfloat16, else float16); float32 on request")
+    dtype: OutputDtype = option(
+        OutputDtype.AUTO,
+        "precision of the written tensors: auto = the inputs' half precision "
+        "(bfloat16 if any input is bfloat16, else float16); float32 on request",
+    )
     base: str | None = option(None, "base model .safetensors: check every target and shape against it (header only)")
     device: str = option("cpu", "where the merge computes (cpu, cuda)")
     # not called "seed" in ComfyUI: its frontend gives widgets of that name a "randomize after run" control
-    seed: int = option(0, "seed of every random choice (sampling, DARE, randomized SVD)", ge=0, le=2**63 - 1,
-                       widget="merge_seed")
-    auto_strength: bool = option(True, "scale the merged branches so their energy matches the inputs'",
-                                 cli="--auto-strength/--no-auto-strength")
+    seed: int = option(
+        0, "seed of every random choice (sampling, DARE, randomized SVD)", ge=0, le=2**63 - 1, widget="merge_seed"
+    )
+    auto_strength: bool = option(
+        True, "scale the merged branches so their energy matches the inputs'", cli="--auto-strength/--no-auto-strength"
+    )
     smoothing: float = option(0.25, "block smoothing λ of the decision metrics (0 = off)", ge=0, le=1)
-    use_excess: bool = option(True, "decide on excess sign conflict (beyond what the cosine explains)",
-                              cli="--use-excess/--no-use-excess")
+    use_excess: bool = option(
+        True, "decide on excess sign conflict (beyond what the cosine explains)", cli="--use-excess/--no-use-excess"
+    )
     sample_size: int = option(100_000, "positions sampled per group for the sign statistics", gt=0, le=10**8)
-    basis_space: bool = option(False, "TIES/pruning/consensus on shared-basis coefficients: exactly low-rank output",
-                               cli="--basis-space/--no-basis-space")
-    strict: bool = option(True, "refuse keys that do not fit the architecture or the model (lenient: leave them "
-                          "out, listed in the report)", cli="--strict/--lenient")
-    allow_pickle: bool = option(False, "read .ckpt/.pt/.bin LoRAs with torch.load(weights_only=True)",
-                                cli="--allow-pickle/--no-allow-pickle")
+    basis_space: bool = option(
+        False,
+        "TIES/pruning/consensus on shared-basis coefficients: exactly low-rank output",
+        cli="--basis-space/--no-basis-space",
+    )
+    strict: bool = option(
+        True,
+        "refuse keys that do not fit the architecture or the model (lenient: leave them out, listed in the report)",
+        cli="--strict/--lenient",
+    )
+    allow_pickle: bool = option(
+        False, "read .ckpt/.pt/.bin LoRAs with torch.load(weights_only=True)", cli="--allow-pickle/--no-allow-pickle"
+    )
 
     @field_validator("inputs")
     @classmethod

@@ -12,10 +12,18 @@ from .formats.writers import OutputItem, WriteReport, write
 from .inspection import open_and_align
 
 
-def convert(src: str | Path, dst: str | Path, fmt: OutputFormat | str = OutputFormat.KOHYA, *,
-            arch: str | None = None, base: str | Path | None = None, strict: bool = True,
-            allow_pickle: bool = False, lossy: bool = False,
-            dtype: OutputDtype | str = OutputDtype.AUTO) -> WriteReport:
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    fmt: OutputFormat | str = OutputFormat.KOHYA,
+    *,
+    arch: str | None = None,
+    base: str | Path | None = None,
+    strict: bool = True,
+    allow_pickle: bool = False,
+    lossy: bool = False,
+    dtype: OutputDtype | str = OutputDtype.AUTO,
+) -> WriteReport:
     """Read `src`, place every key, write `dst` in `fmt` and `dtype` (auto: the source's half
     precision, see `OutputDtype`). Strict: any unplaced key is an error."""
     file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)

@@ -22,7 +22,7 @@ class Metrics:
 
     cosine: float
     min_cosine: float
-    conflict: float        # effective conflict (excess-based unless disabled)
+    conflict: float  # effective conflict (excess-based unless disabled)
     overlap: float
     magnitude_ratio: float
 
@@ -40,15 +40,15 @@ class GroupDecision:
     reason: str
     sign_method: str | None = None
     density: float | None = None
-    metrics: Metrics | None = None      # what the decision used (smoothed)
+    metrics: Metrics | None = None  # what the decision used (smoothed)
     raw: Metrics | None = None
     # resolved for execution by `loramerge.plan.make_plan`:
-    params: Any = None                  # the strategy's params dataclass
-    sparsifier: Any = None              # SparsifyParams, or None
+    params: Any = None  # the strategy's params dataclass
+    sparsifier: Any = None  # SparsifyParams, or None
     refine: RefineLevel = RefineLevel.NONE
-    path: str = ""                      # "exact" (Σ a_i ΔW_i from factors), "basis" or "dense"
-    rank: int | None = None             # output rank; None: exact, or the sum of the input ranks
-    rel_error: float | None = None      # relative-error target of the re-factorisation instead
+    path: str = ""  # "exact" (Σ a_i ΔW_i from factors), "basis" or "dense"
+    rank: int | None = None  # output rank; None: exact, or the sum of the input ranks
+    rel_error: float | None = None  # relative-error target of the re-factorisation instead
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,12 +66,16 @@ def smooth(stats: dict[str, GroupStats], lam: float, use_excess: bool = True) ->
     for keys in blocks.values():
         total = sum(stats[k].energy for k in keys)
         weights = {k: (stats[k].energy / total if total > 0 else 1 / len(keys)) for k in keys}
-        mean = {f: sum(weights[k] * getattr(raw[k], f) for k in keys)
-                for f in ("cosine", "min_cosine", "conflict", "overlap")}
+        mean = {
+            f: sum(weights[k] * getattr(raw[k], f) for k in keys)
+            for f in ("cosine", "min_cosine", "conflict", "overlap")
+        }
         for k in keys:
             m = raw[k]
-            out[k] = Metrics(*((1 - lam) * getattr(m, f) + lam * mean[f] for f in ("cosine", "min_cosine", "conflict", "overlap")),
-                             m.magnitude_ratio)
+            out[k] = Metrics(
+                *((1 - lam) * getattr(m, f) + lam * mean[f] for f in ("cosine", "min_cosine", "conflict", "overlap")),
+                m.magnitude_ratio,
+            )
     return out
 
 
@@ -80,20 +84,56 @@ def decide(key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: St
     raw = Metrics.of(s)
     if s.n == 1:
         return GroupDecision(key, "weighted_sum", 1, "one LoRA in the group", metrics=m, raw=raw)
-    if (m.cosine > preset.consensus_cos and m.conflict < preset.consensus_conflict
-            and m.overlap >= preset.consensus_overlap and strategy_set is not StrategySet.BASIC):
-        return GroupDecision(key, "consensus", s.n, f"aligned: cos {m.cosine:.2f} > {preset.consensus_cos}, "
-                             f"conflict {m.conflict:.2f}, overlap {m.overlap:.2f}", metrics=m, raw=raw)
+    if (
+        m.cosine > preset.consensus_cos
+        and m.conflict < preset.consensus_conflict
+        and m.overlap >= preset.consensus_overlap
+        and strategy_set is not StrategySet.BASIC
+    ):
+        return GroupDecision(
+            key,
+            "consensus",
+            s.n,
+            f"aligned: cos {m.cosine:.2f} > {preset.consensus_cos}, conflict {m.conflict:.2f}, overlap {m.overlap:.2f}",
+            metrics=m,
+            raw=raw,
+        )
     if abs(m.cosine) < preset.orth_cos and m.conflict < preset.orth_conflict and m.overlap < preset.orth_overlap:
-        return _maybe_slerp(GroupDecision(key, "weighted_average", s.n, f"orthogonal: |cos| {abs(m.cosine):.2f} < "
-                            f"{preset.orth_cos}, overlap {m.overlap:.2f}", metrics=m, raw=raw), s, m, preset, strategy_set)
+        return _maybe_slerp(
+            GroupDecision(
+                key,
+                "weighted_average",
+                s.n,
+                f"orthogonal: |cos| {abs(m.cosine):.2f} < {preset.orth_cos}, overlap {m.overlap:.2f}",
+                metrics=m,
+                raw=raw,
+            ),
+            s,
+            m,
+            preset,
+            strategy_set,
+        )
     if m.conflict > preset.ties_conflict:
         sign = "total" if m.magnitude_ratio > preset.total_sign_ratio else "frequency"
         density = ties_density(s, preset)
-        return GroupDecision(key, "ties", s.n, f"conflict {m.conflict:.2f} > {preset.ties_conflict}; sign vote {sign} "
-                             f"(magnitude ratio {m.magnitude_ratio:.2f})", sign, density, m, raw)
-    return _maybe_slerp(GroupDecision(key, "weighted_average", s.n, f"low conflict {m.conflict:.2f}", metrics=m, raw=raw),
-                        s, m, preset, strategy_set)
+        return GroupDecision(
+            key,
+            "ties",
+            s.n,
+            f"conflict {m.conflict:.2f} > {preset.ties_conflict}; sign vote {sign} "
+            f"(magnitude ratio {m.magnitude_ratio:.2f})",
+            sign,
+            density,
+            m,
+            raw,
+        )
+    return _maybe_slerp(
+        GroupDecision(key, "weighted_average", s.n, f"low conflict {m.conflict:.2f}", metrics=m, raw=raw),
+        s,
+        m,
+        preset,
+        strategy_set,
+    )
 
 
 def ties_density(s: GroupStats, preset: Preset) -> float:
@@ -102,20 +142,35 @@ def ties_density(s: GroupStats, preset: Preset) -> float:
     return min(max(raw, preset.density_min), preset.density_max)
 
 
-def _maybe_slerp(d: GroupDecision, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet) -> GroupDecision:
+def _maybe_slerp(
+    d: GroupDecision, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet
+) -> GroupDecision:
     if strategy_set is not StrategySet.FULL or s.n < 2:
         return d
     if s.full_rank and preset.disable_slerp_full_rank:
         return d
     if m.min_cosine < preset.opposing_cos:
-        return GroupDecision(d.key, d.strategy, d.n_loras, d.reason + f"; opposing (cos {m.min_cosine:.2f} < "
-                             f"{preset.opposing_cos}): no SLERP", metrics=m, raw=d.raw)
+        return GroupDecision(
+            d.key,
+            d.strategy,
+            d.n_loras,
+            d.reason + f"; opposing (cos {m.min_cosine:.2f} < {preset.opposing_cos}): no SLERP",
+            metrics=m,
+            raw=d.raw,
+        )
     return GroupDecision(d.key, "slerp", d.n_loras, d.reason + "; not opposing: SLERP upgrade", metrics=m, raw=d.raw)
 
 
-def plan_groups(stats: dict[str, GroupStats], preset: Preset, *, optimization: Optimization = Optimization.PER_GROUP,
-                strategy_set: StrategySet = StrategySet.FULL, override: str | None = None,
-                smoothing: float = 0.25, use_excess: bool = True) -> dict[str, GroupDecision]:
+def plan_groups(
+    stats: dict[str, GroupStats],
+    preset: Preset,
+    *,
+    optimization: Optimization = Optimization.PER_GROUP,
+    strategy_set: StrategySet = StrategySet.FULL,
+    override: str | None = None,
+    smoothing: float = 0.25,
+    use_excess: bool = True,
+) -> dict[str, GroupDecision]:
     """A decision for every group, in key order."""
     smoothed = smooth(stats, smoothing, use_excess)
     collective = _collective(stats, use_excess) if optimization is Optimization.GLOBAL else None
@@ -125,13 +180,25 @@ def plan_groups(stats: dict[str, GroupStats], preset: Preset, *, optimization: O
         if s.n == 1:
             out[key] = decide(key, s, Metrics.of(s), preset, strategy_set)
         elif override is not None:
-            out[key] = GroupDecision(key, override, s.n, "forced by --mode", _override_sign(override, s, preset),
-                                     ties_density(s, preset) if override == "ties" else None, Metrics.of(s), Metrics.of(s))
+            out[key] = GroupDecision(
+                key,
+                override,
+                s.n,
+                "forced by --mode",
+                _override_sign(override, s, preset),
+                ties_density(s, preset) if override == "ties" else None,
+                Metrics.of(s),
+                Metrics.of(s),
+            )
         elif optimization is Optimization.ADDITIVE:
-            out[key] = GroupDecision(key, "weighted_sum", s.n, "additive mode", metrics=Metrics.of(s), raw=Metrics.of(s))
+            out[key] = GroupDecision(
+                key, "weighted_sum", s.n, "additive mode", metrics=Metrics.of(s), raw=Metrics.of(s)
+            )
         elif collective is not None:
             d = decide(key, s, collective, preset, strategy_set)
-            out[key] = GroupDecision(key, d.strategy, d.n_loras, "global: " + d.reason, d.sign_method, d.density, collective, d.raw)
+            out[key] = GroupDecision(
+                key, d.strategy, d.n_loras, "global: " + d.reason, d.sign_method, d.density, collective, d.raw
+            )
         else:
             out[key] = decide(key, s, smoothed[key], preset, strategy_set)
     return out

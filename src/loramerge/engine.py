@@ -60,8 +60,9 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     exact, coefficients = True, []
     if g.patches:
         assert decision is not None, f"{key}: no plan for a group with LoRAs to merge"
-        merged, exact, coefficients = execute(decision, g.patches, weights, gram, cfg.device,
-                                              group_generator(cfg.seed, key))
+        merged, exact, coefficients = execute(
+            decision, g.patches, weights, gram, cfg.device, group_generator(cfg.seed, key)
+        )
     for p in extra:
         merged = p if merged is None else add_patches(merged, p)
     assert merged is not None
@@ -77,12 +78,19 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     everyone = g.loras + g.kept
     retention = {i: (dots[k] / norms2[k] if norms2[k] > 0 else 0.0) for k, i in enumerate(everyone)}
     out_rank = merged.rank if isinstance(merged, LowRank) else 0
-    return GroupResult(key, merged, out_rank, err, retention, exact and err == 0.0, dict(zip(everyone, norms2)),
-                       norm2_merged)
+    return GroupResult(
+        key, merged, out_rank, err, retention, exact and err == 0.0, dict(zip(everyone, norms2)), norm2_merged
+    )
 
 
-def execute(d: GroupDecision, patches: list[Patch], weights: list[float], gram: InputGram, device: str,
-            generator: torch.Generator) -> tuple[Patch, bool, list[float] | None]:
+def execute(
+    d: GroupDecision,
+    patches: list[Patch],
+    weights: list[float],
+    gram: InputGram,
+    device: str,
+    generator: torch.Generator,
+) -> tuple[Patch, bool, list[float] | None]:
     """The planned merge of one group: (merged, exact, coefficients a with merged = Σ a_i ΔW_i, or None)."""
     strategy = strategies.get(d.strategy)
     if d.path == "exact":
@@ -146,12 +154,20 @@ def _basis_merge(patches: list[Patch], weights: list[float], d: GroupDecision, g
     return LowRank(out.up.float().contiguous(), out.down.float().contiguous(), 1.0, lows[0].shape)
 
 
-def _dense_merge(patches: list[Patch], weights: list[float], d: GroupDecision, generator: torch.Generator,
-                 device: torch.device) -> torch.Tensor:
+def _dense_merge(
+    patches: list[Patch], weights: list[float], d: GroupDecision, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     shape = _common_shape(patches)
     deltas = [p.dense().reshape(shape).to(device) for p in patches]
-    merged = refined_merge(d.strategy, deltas, weights, d.params, generator=generator,
-                           refine=RefineParams.for_level(d.refine), sparsifier=d.sparsifier)
+    merged = refined_merge(
+        d.strategy,
+        deltas,
+        weights,
+        d.params,
+        generator=generator,
+        refine=RefineParams.for_level(d.refine),
+        sparsifier=d.sparsifier,
+    )
     return merged.float().cpu()
 
 
@@ -160,8 +176,9 @@ def _common_shape(patches: list[Patch]) -> tuple[int, ...]:
     return max(shapes, key=len) if shapes else tuple(patches[0].dense().shape)
 
 
-def _refactor(merged: Patch, inputs: list[Patch], rank: int | None, rel_error: float | None,
-              generator: torch.Generator) -> tuple[Patch, float]:
+def _refactor(
+    merged: Patch, inputs: list[Patch], rank: int | None, rel_error: float | None, generator: torch.Generator
+) -> tuple[Patch, float]:
     """Write-ready low-rank form: exact when possible, else truncated SVD at the chosen rank."""
     if merged.shape is not None and len(merged.shape) == 1:
         return merged, 0.0  # norm/bias deltas stay dense

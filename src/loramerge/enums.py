@@ -77,10 +77,10 @@ class Sparsifier(str, Enum):
     """How deltas are thinned before merging (METHOD §5); NONE only as a merge option."""
 
     NONE = "none"
-    MAGNITUDE = "magnitude"            # keep the top `density` fraction by |value| (TIES trim)
-    DARE = "dare"                      # keep each entry with probability `density`, rescale
-    DELLA = "della"                    # magnitude-ranked keep probabilities per row, rescale
-    DARE_CONFLICT = "dare_conflict"    # DARE only where the LoRAs disagree in sign
+    MAGNITUDE = "magnitude"  # keep the top `density` fraction by |value| (TIES trim)
+    DARE = "dare"  # keep each entry with probability `density`, rescale
+    DELLA = "della"  # magnitude-ranked keep probabilities per row, rescale
+    DARE_CONFLICT = "dare_conflict"  # DARE only where the LoRAs disagree in sign
     DELLA_CONFLICT = "della_conflict"  # DELLA only where the LoRAs disagree in sign
 
     @property
@@ -91,6 +91,6 @@ class Sparsifier(str, Enum):
 class RefineLevel(str, Enum):
     """Post-merge refinement (METHOD §7)."""
 
-    NONE = "none"      # no refinement
+    NONE = "none"  # no refinement
     REFINE = "refine"  # TALL-masks + orthogonalization, column-wise TIES voting
-    FULL = "full"      # refine + KnOTS
+    FULL = "full"  # refine + KnOTS

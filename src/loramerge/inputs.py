@@ -14,8 +14,8 @@ from . import architectures as A
 from .architectures.spec import ArchTable, Placement
 from .basemodel import BaseModel
 from .config import MergeConfig
-from .errors import BaseModelMismatchError, LoraMergeError
 from .enums import UNKNOWN_ARCH
+from .errors import BaseModelMismatchError, LoraMergeError
 from .formats.align import Alignment, align, load_group, stems_of
 from .formats.reader import AdapterFile
 from .patches import Patch
@@ -43,8 +43,8 @@ class Inputs:
     detection: A.Detection | None
     table: ArchTable | None
     base: BaseModel | None
-    groups: dict[str, list[int]] = field(default_factory=dict)      # key -> merged LoRAs present
-    preserved: dict[str, list[int]] = field(default_factory=dict)   # key -> preserved LoRAs present
+    groups: dict[str, list[int]] = field(default_factory=dict)  # key -> merged LoRAs present
+    preserved: dict[str, list[int]] = field(default_factory=dict)  # key -> preserved LoRAs present
     targets: dict[str, tuple[Placement, str]] = field(default_factory=dict)  # key -> (placement, param)
 
     @property
@@ -61,8 +61,14 @@ class Inputs:
     def group(self, key: str, *, preserved: bool = True) -> GroupInputs:
         """The patches of one group, read now (merged LoRAs, then preserved ones unless told not to)."""
         loras, kept = self.groups[key], (self.preserved[key] if preserved else [])
-        return GroupInputs(key, loras, [self.load(i, key) for i in loras], kept, [self.load(i, key) for i in kept],
-                           self.is_text_encoder(key))
+        return GroupInputs(
+            key,
+            loras,
+            [self.load(i, key) for i in loras],
+            kept,
+            [self.load(i, key) for i in kept],
+            self.is_text_encoder(key),
+        )
 
     def branch(self, key: str) -> str:
         return "text_encoder" if self.is_text_encoder(key) else "model"
@@ -114,8 +120,10 @@ def _check_base(s: Inputs) -> None:
         problems += [f"{s.cfg.inputs[i].label}: {m}" for m in mismatched]
     if problems:
         shown = "\n  ".join(problems[:20])
-        raise BaseModelMismatchError(f"{s.base.path}: {len(problems)} target(s) do not fit the base model:\n  {shown}\n"
-                                     "  -> is this LoRA for another model? (e.g. an SD1.5 LoRA on SDXL)")
+        raise BaseModelMismatchError(
+            f"{s.base.path}: {len(problems)} target(s) do not fit the base model:\n  {shown}\n"
+            "  -> is this LoRA for another model? (e.g. an SD1.5 LoRA on SDXL)"
+        )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -124,4 +132,3 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-

@@ -11,9 +11,19 @@ from .enums import UNKNOWN_ARCH
 from .formats.align import Alignment, align, stems_of
 from .formats.reader import AdapterFile
 
-_META_SHOWN = ("ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
-               "ss_output_name", "ss_training_comment", "modelspec.architecture", "modelspec.title",
-               "loramerge.version", "loramerge.format", "loramerge.architecture")
+_META_SHOWN = (
+    "ss_base_model_version",
+    "ss_network_module",
+    "ss_network_dim",
+    "ss_network_alpha",
+    "ss_output_name",
+    "ss_training_comment",
+    "modelspec.architecture",
+    "modelspec.title",
+    "loramerge.version",
+    "loramerge.format",
+    "loramerge.architecture",
+)
 
 
 @dataclass
@@ -40,8 +50,9 @@ class FileSummary:
         return asdict(self)
 
 
-def open_and_align(path: str | Path, *, arch: str | None = None, strict: bool = False,
-                   allow_pickle: bool = False) -> tuple[AdapterFile, Alignment, A.Detection]:
+def open_and_align(
+    path: str | Path, *, arch: str | None = None, strict: bool = False, allow_pickle: bool = False
+) -> tuple[AdapterFile, Alignment, A.Detection]:
     file = AdapterFile(path, allow_pickle=allow_pickle)
     detection = A.detect(stems_of(file))
     name = arch or detection.architecture
@@ -50,18 +61,26 @@ def open_and_align(path: str | Path, *, arch: str | None = None, strict: bool = 
     return file, alignment, detection
 
 
-def inspect_file(path: str | Path, *, arch: str | None = None, base: str | Path | None = None,
-                 allow_pickle: bool = False) -> FileSummary:
+def inspect_file(
+    path: str | Path, *, arch: str | None = None, base: str | Path | None = None, allow_pickle: bool = False
+) -> FileSummary:
     file, alignment, detection = open_and_align(path, arch=arch, allow_pickle=allow_pickle)
     ranks = [r for r in (file.rank(e) for e in file.entries.values()) if r is not None]
     alphas = sorted({round(a, 6) for a in (file.alpha(e) for e in file.entries.values()) if a is not None})
     summary = FileSummary(
-        path=str(path), format=file.format, architecture=alignment.architecture,
+        path=str(path),
+        format=file.format,
+        architecture=alignment.architecture,
         confidence=1.0 if arch else round(detection.confidence, 3),
         detection_reason="given with --arch" if arch else detection.reason,
-        adapter_kinds=file.kinds, modules=alignment.modules, groups=len(alignment.groups),
-        rank_min=min(ranks, default=None), rank_max=max(ranks, default=None), alphas=alphas,
-        dtypes=file.dtypes, size_bytes=file.size_bytes,
+        adapter_kinds=file.kinds,
+        modules=alignment.modules,
+        groups=len(alignment.groups),
+        rank_min=min(ranks, default=None),
+        rank_max=max(ranks, default=None),
+        alphas=alphas,
+        dtypes=file.dtypes,
+        size_bytes=file.size_bytes,
         metadata={k: _short(file.metadata[k]) for k in _META_SHOWN if k in file.metadata}
         | ({"lora_adapter_metadata": "present"} if "lora_adapter_metadata" in file.metadata else {}),
         unplaced_keys=list(alignment.unplaced),

@@ -25,14 +25,14 @@ class OptionSpec:
     """One option: a `MergeConfig` field and how each front end spells it."""
 
     field: str
-    kind: type          # an Enum subclass, float, int, bool or str
-    optional: bool      # None is allowed: "automatic"
+    kind: type  # an Enum subclass, float, int, bool or str
+    optional: bool  # None is allowed: "automatic"
     default: Any
     help: str
-    cli: str            # flag declaration: "--error-target", or "--strict/--lenient" for a boolean
-    widget: str         # ComfyUI widget name
+    cli: str  # flag declaration: "--error-target", or "--strict/--lenient" for a boolean
+    widget: str  # ComfyUI widget name
     dynamic_choices: str | None = None  # "strategies" | "presets" | "architectures"
-    lo: Any = None      # bounds as declared on the field (gt/ge, lt/le)
+    lo: Any = None  # bounds as declared on the field (gt/ge, lt/le)
     hi: Any = None
 
     @property
@@ -96,9 +96,18 @@ def _spec(name: str) -> OptionSpec:
     kind, optional = _base_type(info.annotation)
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     lo, hi = _bounds(info.metadata)
-    return OptionSpec(name, kind, optional, info.default, info.description or "",
-                      str(extra.get("cli", "--" + name.replace("_", "-"))), str(extra.get("widget", name)),
-                      extra.get("choices"), lo, hi)  # type: ignore[arg-type]
+    return OptionSpec(
+        name,
+        kind,
+        optional,
+        info.default,
+        info.description or "",
+        str(extra.get("cli", "--" + name.replace("_", "-"))),
+        str(extra.get("widget", name)),
+        extra.get("choices"),
+        lo,
+        hi,
+    )  # type: ignore[arg-type]
 
 
 OPTIONS: tuple[OptionSpec, ...] = tuple(_spec(name) for name in MergeConfig.model_fields if name != "inputs")

@@ -54,8 +54,14 @@ class MergeResult:
         # the recipe in the file says how *this* file was written: re-running it gives the same bytes
         resolved = OutputDtype(dtype or cfg.dtype).resolved(d for f in self.inputs.files for d in f.dtypes)
         cfg = cfg.model_copy(update={"format": OutputFormat(format or cfg.format), "dtype": resolved})
-        written = write(path, self.items(), self.inputs.table, cfg.format, metadata=recipe_metadata(cfg, self.report),
-                        dtype=resolved.torch)
+        written = write(
+            path,
+            self.items(),
+            self.inputs.table,
+            cfg.format,
+            metadata=recipe_metadata(cfg, self.report),
+            dtype=resolved.torch,
+        )
         return OutputInfo(path=str(path), format=cfg.format.value, dtype=resolved.value, widened=written.widened)
 
 
@@ -90,9 +96,18 @@ def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path |
 
 def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
     """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed, version."""
-    recipe = {"version": __version__, "config": cfg.model_dump(mode="json"),
-              "sha256": {lora.path: lora.sha256 for lora in report.loras}}
-    summary = {"architecture": report.architecture, "preset": report.preset,
-               "auto_strength": report.auto_strength, "strategy_counts": report.strategy_counts}
-    return {"loramerge.recipe": json.dumps(recipe, sort_keys=True), "loramerge.summary": json.dumps(summary, sort_keys=True)}
-
+    recipe = {
+        "version": __version__,
+        "config": cfg.model_dump(mode="json"),
+        "sha256": {lora.path: lora.sha256 for lora in report.loras},
+    }
+    summary = {
+        "architecture": report.architecture,
+        "preset": report.preset,
+        "auto_strength": report.auto_strength,
+        "strategy_counts": report.strategy_counts,
+    }
+    return {
+        "loramerge.recipe": json.dumps(recipe, sort_keys=True),
+        "loramerge.summary": json.dumps(summary, sort_keys=True),
+    }

@@ -33,7 +33,7 @@ class MergePlan:
     preset: Preset
     decisions: dict[str, GroupDecision]
     auto: dict[str, AutoStrength] = field(default_factory=dict)  # "model" / "text_encoder"
-    rank: int | None = None               # output rank of groups without a decision (preserved only)
+    rank: int | None = None  # output rank of groups without a decision (preserved only)
     rel_error: float | None = None
     suggested_max_strength: float | None = None  # set from the merge results (`with_results`)
 
@@ -52,11 +52,15 @@ class MergePlan:
         return replace(self, suggested_max_strength=suggested_max_strength(results, self.preset))
 
     def to_dict(self) -> dict:
-        return {"architecture": self.architecture, "preset": self.preset.name,
-                "auto_strength": {k: asdict(v) for k, v in self.auto.items()},
-                "rank": self.rank, "rel_error": self.rel_error,
-                "suggested_max_strength": self.suggested_max_strength,
-                "decisions": {k: d.to_dict() for k, d in self.decisions.items()}}
+        return {
+            "architecture": self.architecture,
+            "preset": self.preset.name,
+            "auto_strength": {k: asdict(v) for k, v in self.auto.items()},
+            "rank": self.rank,
+            "rel_error": self.rel_error,
+            "suggested_max_strength": self.suggested_max_strength,
+            "decisions": {k: d.to_dict() for k, d in self.decisions.items()},
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -67,8 +71,15 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
     cfg = inputs.cfg
     preset = preset_for(inputs.architecture, cfg.preset)
     override = None if cfg.mode == "auto" else cfg.mode
-    decisions = plan_groups(analysis.stats, preset, optimization=cfg.optimization, strategy_set=cfg.strategy_set,
-                            override=override, smoothing=cfg.smoothing, use_excess=cfg.use_excess)
+    decisions = plan_groups(
+        analysis.stats,
+        preset,
+        optimization=cfg.optimization,
+        strategy_set=cfg.strategy_set,
+        override=override,
+        smoothing=cfg.smoothing,
+        use_excess=cfg.use_excess,
+    )
     resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
     return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error)
@@ -79,7 +90,9 @@ def resolve(d: GroupDecision, s: GroupStats, cfg: MergeConfig, preset: Preset) -
     strategy = strategies.get(d.strategy)
     params = strategy.params_cls()
     if isinstance(params, TiesParams):  # the user's density first, then the statistics', then the preset's
-        params = TiesParams(density=cfg.density or d.density or preset.dare_density, sign_method=d.sign_method or "total")
+        params = TiesParams(
+            density=cfg.density or d.density or preset.dare_density, sign_method=d.sign_method or "total"
+        )
     sparsifier = None
     if cfg.sparsify is not Sparsifier.NONE:
         sparsifier = SparsifyParams(cfg.sparsify, cfg.density or preset.dare_density, cfg.dampening)
@@ -90,8 +103,9 @@ def resolve(d: GroupDecision, s: GroupStats, cfg: MergeConfig, preset: Preset) -
         path = "basis"
     else:
         path = "dense"
-    return replace(d, params=params, sparsifier=sparsifier, refine=cfg.refine, path=path, rank=cfg.rank,
-                   rel_error=cfg.rel_error)
+    return replace(
+        d, params=params, sparsifier=sparsifier, refine=cfg.refine, path=path, rank=cfg.rank, rel_error=cfg.rel_error
+    )
 
 
 def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[str, AutoStrength]:
@@ -102,10 +116,13 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
         full_rank = any(s.full_rank for k, s in analysis.stats.items() if inputs.is_text_encoder(k) == te)
         floor = preset.full_rank_floor if full_rank else preset.orthogonal_floor
         index = {i: n for n, i in enumerate(loras)}
-        auto[branch] = auto_strength([cfg.inputs[i].strength(te) for i in loras],
-                                     [analysis.norms2[branch][i] for i in loras],
-                                     {(index[i], index[j]): v for (i, j), v in analysis.dots[branch].items()},
-                                     floor=floor, near_orthogonal=preset.near_orthogonal_cos)
+        auto[branch] = auto_strength(
+            [cfg.inputs[i].strength(te) for i in loras],
+            [analysis.norms2[branch][i] for i in loras],
+            {(index[i], index[j]): v for (i, j), v in analysis.dots[branch].items()},
+            floor=floor,
+            near_orthogonal=preset.near_orthogonal_cos,
+        )
     return auto
 
 

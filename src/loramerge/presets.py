@@ -26,8 +26,8 @@ class Preset:
     orthogonal_floor: float = 0.85
     full_rank_floor: float = 1.0
     max_strength_cap: float = 3.0
-    opposing_cos: float = -0.05          # below this a pair is "opposing" (dead band around 0)
-    near_orthogonal_cos: float = 0.1     # mean |cos| at or below which the orthogonal floor applies
+    opposing_cos: float = -0.05  # below this a pair is "opposing" (dead band around 0)
+    near_orthogonal_cos: float = 0.1  # mean |cos| at or below which the orthogonal floor applies
     disable_slerp_full_rank: bool = False
 
 
@@ -35,8 +35,18 @@ PRESETS: dict[str, Preset] = {
     "sd_unet": Preset("sd_unet"),
     "dit": Preset("dit", dare_density=0.8, density_min=0.4, density_max=0.95, noise_ratio=0.05, max_strength_cap=5.0),
     "llm": Preset("llm", dare_density=0.5, density_min=0.1, density_max=0.8, noise_ratio=0.15, orthogonal_floor=0.90),
-    "acestep_dit": Preset("acestep_dit", orth_cos=0.30, orth_conflict=0.65, ties_conflict=0.35, dare_density=0.85,
-                          density_min=0.4, density_max=0.95, noise_ratio=0.05, orthogonal_floor=1.0, max_strength_cap=5.0),
+    "acestep_dit": Preset(
+        "acestep_dit",
+        orth_cos=0.30,
+        orth_conflict=0.65,
+        ties_conflict=0.35,
+        dare_density=0.85,
+        density_min=0.4,
+        density_max=0.95,
+        noise_ratio=0.05,
+        orthogonal_floor=1.0,
+        max_strength_cap=5.0,
+    ),
 }
 
 VIDEO_ORTHOGONAL_FLOOR = {"wan": 1.0, "ltx": 1.0}

@@ -18,14 +18,14 @@ import torch
 
 from ..patches import LowRank
 
-CHUNK = 1024       # rows (columns) of the factors converted to float64 at once
-GRAM_TOL = 1e-13   # eigenvalues of a factor Gram below this share of the largest are null directions
+CHUNK = 1024  # rows (columns) of the factors converted to float64 at once
+GRAM_TOL = 1e-13  # eigenvalues of a factor Gram below this share of the largest are null directions
 
 
 @dataclass(frozen=True)
 class JointGram:
-    up: torch.Tensor     # [Σr, Σr] float64, scale folded in
-    down: torch.Tensor   # [Σr, Σr] float64
+    up: torch.Tensor  # [Σr, Σr] float64, scale folded in
+    down: torch.Tensor  # [Σr, Σr] float64
     blocks: tuple[slice, ...]
 
     def inner(self, i: int, j: int) -> float:
@@ -66,10 +66,10 @@ def joint_gram(patches: list[LowRank]) -> JointGram:
     g_down = torch.zeros(total, total, dtype=torch.float64)
     rows, cols = patches[0].up.shape[0], patches[0].down.shape[1]
     for r0 in range(0, rows, CHUNK):
-        chunk = torch.cat([p.up[r0:r0 + CHUNK].double() * p.scale for p in patches], dim=1)
+        chunk = torch.cat([p.up[r0 : r0 + CHUNK].double() * p.scale for p in patches], dim=1)
         g_up += chunk.T @ chunk
     for c0 in range(0, cols, CHUNK):
-        chunk = torch.cat([p.down[:, c0:c0 + CHUNK].double() for p in patches], dim=0)
+        chunk = torch.cat([p.down[:, c0 : c0 + CHUNK].double() for p in patches], dim=0)
         g_down += chunk @ chunk.T
     return JointGram(g_up, g_down, tuple(slice(starts[k], starts[k + 1]) for k in range(len(ranks))))
 

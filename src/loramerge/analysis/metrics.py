@@ -26,8 +26,8 @@ DENSE_BASIS_MAX = 64
 def inner(a: Patch, b: Patch) -> float:
     """⟨ΔW_a, ΔW_b⟩_F, exact; never materialises a product of two low-rank patches."""
     if isinstance(a, LowRank) and isinstance(b, LowRank):
-        left = (a.up.T.double() @ b.up.double())          # [ra, rb]
-        right = (b.down.double() @ a.down.T.double())     # [rb, ra]
+        left = a.up.T.double() @ b.up.double()  # [ra, rb]
+        right = b.down.double() @ a.down.T.double()  # [rb, ra]
         return float(torch.trace(left @ right)) * a.scale * b.scale
     if isinstance(a, LowRank):
         a, b = b, a
@@ -87,8 +87,8 @@ def sample_entries(patch: Patch, rows_idx: torch.Tensor, cols_idx: torch.Tensor)
         up, down_t = patch.up.float(), patch.down.float().T.contiguous()
         out = torch.empty(rows_idx.numel(), dtype=torch.float64)
         for start in range(0, rows_idx.numel(), SAMPLE_CHUNK):
-            r, c = rows_idx[start:start + SAMPLE_CHUNK], cols_idx[start:start + SAMPLE_CHUNK]
-            out[start:start + r.numel()] = torch.einsum("nr,nr->n", up.index_select(0, r), down_t.index_select(0, c))
+            r, c = rows_idx[start : start + SAMPLE_CHUNK], cols_idx[start : start + SAMPLE_CHUNK]
+            out[start : start + r.numel()] = torch.einsum("nr,nr->n", up.index_select(0, r), down_t.index_select(0, c))
         return out * patch.scale
     mat = patch.dense().reshape(patch.dense().shape[0], -1)
     return mat[rows_idx, cols_idx].double()
@@ -102,8 +102,6 @@ def prepare(patch: Patch) -> Patch:
     return Dense(patch.dense().double())
 
 
-
-
 @dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
 class PairStats:
     """Statistics of one pair (i, j) in one group (METHOD.md §2)."""
@@ -112,28 +110,28 @@ class PairStats:
     j: int
     dot: float
     cosine: float
-    conflict: float           # sign disagreement over positions where both are non-zero
+    conflict: float  # sign disagreement over positions where both are non-zero
     weighted_conflict: float  # Σ_strong,disagree min(|a|,|b|) / Σ_strong min(|a|,|b|)
-    conflict_strong: float    # sign disagreement over strong positions
+    conflict_strong: float  # sign disagreement over strong positions
     cosine_strong: float
     expected_conflict: float  # arccos(cos_strong)/π
-    excess_conflict: float    # max(conflict_strong − expected, 0)
-    overlap: float            # subspace overlap in [0, 1]
-    sampled: int              # positions used for the sign metrics (0: none were computed)
+    excess_conflict: float  # max(conflict_strong − expected, 0)
+    overlap: float  # subspace overlap in [0, 1]
+    sampled: int  # positions used for the sign metrics (0: none were computed)
 
 
 # The masked sums `sign_sums` takes for a pair (i, j) over the sample, in this column order. With
 # s_i = sign(v_i), "strong" = min(|v_i|, |v_j|) > ε_ij and w = min(|v_i|, |v_j|):
 PAIR_SUMS = (
-    "nonzero",             # Σ |s_i s_j|: positions where both are non-zero
-    "concordance",         # Σ s_i s_j = agreeing − disagreeing positions
-    "strong",              # Σ [strong]
+    "nonzero",  # Σ |s_i s_j|: positions where both are non-zero
+    "concordance",  # Σ s_i s_j = agreeing − disagreeing positions
+    "strong",  # Σ [strong]
     "strong_concordance",  # Σ [strong] s_i s_j
-    "weight",              # Σ [strong] w
+    "weight",  # Σ [strong] w
     "weight_concordance",  # Σ [strong] w s_i s_j
-    "cross",               # Σ [strong] v_i v_j
-    "square_i",            # Σ [strong] v_i²
-    "square_j",            # Σ [strong] v_j²
+    "cross",  # Σ [strong] v_i v_j
+    "square_i",  # Σ [strong] v_i²
+    "square_j",  # Σ [strong] v_j²
 )
 SLAB = 1 << 16  # sample positions processed at once: bounds the [7, n−1, SLAB] float32 temporaries
 
@@ -175,7 +173,7 @@ def sign_sums(sample: SignSample, floors: torch.Tensor, ratios: tuple[float, ...
     floors = floors.to(device=values.device, dtype=torch.float32)
     slab = max(1, SLAB // sample.chunk) * sample.chunk
     for start in range(0, padded, slab):
-        v = values[:, start:start + slab]
+        v = values[:, start : start + slab]
         mag = v.abs()
         pairs += _slab_pair_sums(v, mag, floors, sample.chunk)
         above += _counts_above(mag, thresholds)
@@ -201,18 +199,18 @@ def _slab_pair_sums(v: torch.Tensor, mag: torch.Tensor, floors: torch.Tensor, ch
         q = n - 1 - k
         buf = v.new_empty(7, q, w)  # the first six `PAIR_SUMS` summands of the pairs (k, l > k), then s·v_l
         nonzero, conc, strong, strong_conc, weight, weight_conc, sv = buf.unbind(0)
-        torch.mul(sign[k + 1:], sign[k], out=conc)
+        torch.mul(sign[k + 1 :], sign[k], out=conc)
         torch.abs(conc, out=nonzero)
-        torch.minimum(mag[k + 1:], mag[k], out=weight)
-        floor = torch.maximum(floors[k + 1:], floors[k])[:, None]
+        torch.minimum(mag[k + 1 :], mag[k], out=weight)
+        floor = torch.maximum(floors[k + 1 :], floors[k])[:, None]
         torch.gt(weight, floor, out=strong)  # 1.0 where min(|v_k|, |v_l|) > ε, else 0.0 (float out: no bool pass)
         weight.mul_(strong)
         torch.mul(strong, conc, out=strong_conc)
         torch.mul(weight, conc, out=weight_conc)
-        torch.mul(v[k + 1:], strong, out=sv)
-        counts = buf[:6].sum(-1).T.double()                                 # [q, 6]
-        cross = _chunked_products(sv, v[k:], chunk)                         # [q, q+1]: with v_k, then the v_l
-        square_k = _chunked_products(strong, square[k:k + 1], chunk)        # [q, 1]
+        torch.mul(v[k + 1 :], strong, out=sv)
+        counts = buf[:6].sum(-1).T.double()  # [q, 6]
+        cross = _chunked_products(sv, v[k:], chunk)  # [q, q+1]: with v_k, then the v_l
+        square_k = _chunked_products(strong, square[k : k + 1], chunk)  # [q, 1]
         blocks.append(torch.cat([counts, cross[:, :1], square_k, cross[:, 1:].diagonal()[:, None]], dim=1))
     return torch.cat(blocks)
 
@@ -226,8 +224,9 @@ def _chunked_products(left: torch.Tensor, right: torch.Tensor, chunk: int) -> to
     return parts.double().sum(0)
 
 
-def pair_record(i: int, j: int, dot: float, norm2_i: float, norm2_j: float, overlap: float,
-                sums: list[float], sampled: int) -> PairStats:
+def pair_record(
+    i: int, j: int, dot: float, norm2_i: float, norm2_j: float, overlap: float, sums: list[float], sampled: int
+) -> PairStats:
     """`PairStats` of one pair from its exact dot, norms and overlap and its `PAIR_SUMS`."""
     nonzero, conc, strong, strong_conc, weight, weight_conc, cross, square_i, square_j = sums
     denom = math.sqrt(max(norm2_i, 0.0) * max(norm2_j, 0.0))
@@ -237,18 +236,49 @@ def pair_record(i: int, j: int, dot: float, norm2_i: float, norm2_j: float, over
     cos_strong = cross / d if d > 0 else cosine
     expected = math.acos(max(-1.0, min(1.0, cos_strong))) / math.pi
     conflict, weighted = _ratio((nonzero - conc) / 2, nonzero), _ratio((weight - weight_conc) / 2, weight)
-    return PairStats(i, j, dot, cosine, conflict, weighted, conflict_strong, cos_strong, expected,
-                     max(conflict_strong - expected, 0.0), overlap, sampled)
+    return PairStats(
+        i,
+        j,
+        dot,
+        cosine,
+        conflict,
+        weighted,
+        conflict_strong,
+        cos_strong,
+        expected,
+        max(conflict_strong - expected, 0.0),
+        overlap,
+        sampled,
+    )
 
 
-def pair_stats(i: int, j: int, a: Patch, b: Patch, norm2_a: float, norm2_b: float, va: torch.Tensor,
-               vb: torch.Tensor, numel: int, overlap: float | None = None, dot: float | None = None) -> PairStats:
+def pair_stats(
+    i: int,
+    j: int,
+    a: Patch,
+    b: Patch,
+    norm2_a: float,
+    norm2_b: float,
+    va: torch.Tensor,
+    vb: torch.Tensor,
+    numel: int,
+    overlap: float | None = None,
+    dot: float | None = None,
+) -> PairStats:
     """Statistics of one pair from exact norms/dot and the entries `va`, `vb` of both deltas at the
     same positions (a group's pairs are computed together by `sign_sums` instead)."""
     sample = SignSample.of(torch.stack([va.float(), vb.float()]))
     sums = sign_sums(sample, noise_floors((norm2_a, norm2_b), numel)).pairs[0].tolist()
-    return pair_record(i, j, inner(a, b) if dot is None else dot, norm2_a, norm2_b,
-                       subspace_overlap(a, b) if overlap is None else overlap, sums, sample.size)
+    return pair_record(
+        i,
+        j,
+        inner(a, b) if dot is None else dot,
+        norm2_a,
+        norm2_b,
+        subspace_overlap(a, b) if overlap is None else overlap,
+        sums,
+        sample.size,
+    )
 
 
 def _ratio(num: float, den: float) -> float:

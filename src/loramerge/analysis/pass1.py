@@ -17,7 +17,9 @@ class Analysis:
 
     stats: dict[str, GroupStats] = field(default_factory=dict)
     norms2: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
-    dots: dict[str, dict[tuple[int, int], float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    dots: dict[str, dict[tuple[int, int], float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
 
 
 def pass1(inputs: Inputs, progress: Progress | None = None) -> Analysis:
@@ -29,8 +31,13 @@ def pass1(inputs: Inputs, progress: Progress | None = None) -> Analysis:
         if not inputs.groups[key]:
             continue
         g = inputs.group(key, preserved=False)
-        s = group_stats(key, tuple(g.loras), g.patches, generator=group_generator(inputs.cfg.seed, key),
-                        sample_size=inputs.cfg.sample_size)
+        s = group_stats(
+            key,
+            tuple(g.loras),
+            g.patches,
+            generator=group_generator(inputs.cfg.seed, key),
+            sample_size=inputs.cfg.sample_size,
+        )
         out.stats[key] = s
         branch = inputs.branch(key)
         for i, n2 in zip(g.loras, s.norms2):

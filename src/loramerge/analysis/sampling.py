@@ -24,8 +24,8 @@ import torch
 from ..patches import LowRank, Patch
 
 EXACT_FACTOR = 8  # groups with at most this many times `sample_size` entries are read whole
-GRID_SIDE = 32    # rows and columns of one grid (more for a matrix narrower than this)
-CHUNK = 4096      # masked sums add float32 partial sums of this many entries in float64
+GRID_SIDE = 32  # rows and columns of one grid (more for a matrix narrower than this)
+CHUNK = 4096  # masked sums add float32 partial sums of this many entries in float64
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _read_grids(patch: Patch, rows: int, grids: Grids, out: torch.Tensor) -> Non
     k, nr, nc = out.shape
     r_idx, c_idx = grids.rows.to(out.device), grids.cols.to(out.device)
     if isinstance(patch, LowRank):
-        up = patch.up.float().index_select(0, r_idx.flatten()).view(k, nr, -1)      # [k, nr, r]
+        up = patch.up.float().index_select(0, r_idx.flatten()).view(k, nr, -1)  # [k, nr, r]
         down = patch.down.float().index_select(1, c_idx.flatten()).view(-1, k, nc)  # [r, k, nc]
         torch.bmm(up, down.transpose(0, 1), out=out)
         out.mul_(patch.scale)
@@ -126,4 +126,3 @@ def _read_grids(patch: Patch, rows: int, grids: Grids, out: torch.Tensor) -> Non
 
 def _device(patch: Patch) -> torch.device:
     return patch.up.device if isinstance(patch, LowRank) else patch.dense().device
-

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import torch
 
 from ..patches import LowRank, Patch
 from .gram import joint_gram
-from .metrics import (PAIR_SUMS, PairStats, SignSums, bases, inner, noise_floors, overlap_of_bases, pair_record,
-                      prepare, sign_sums)
+from .metrics import (
+    PAIR_SUMS,
+    PairStats,
+    SignSums,
+    bases,
+    inner,
+    noise_floors,
+    overlap_of_bases,
+    pair_record,
+    prepare,
+    sign_sums,
+)
 from .sampling import plan_grids, read_sample
 
 DENSITY_RATIOS = (0.05, 0.10, 0.15)
-_BLOCK = re.compile(r"^(.*?[._](?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
-                    r"transformer_blocks|single_transformer_blocks|blocks|layers|block)[._]\d+)")
+_BLOCK = re.compile(
+    r"^(.*?[._](?:input_blocks|output_blocks|down_blocks|up_blocks|double_blocks|single_blocks|"
+    r"transformer_blocks|single_transformer_blocks|blocks|layers|block)[._]\d+)"
+)
 
 
 def block_of(key: str) -> str:
@@ -31,10 +43,10 @@ def block_of(key: str) -> str:
 @dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
 class GroupStats:
     key: str
-    loras: tuple[int, ...]           # indices of the LoRAs present in this group
+    loras: tuple[int, ...]  # indices of the LoRAs present in this group
     numel: int
-    ranks: tuple[int | None, ...]    # None for dense (full-rank) inputs
-    norms2: tuple[float, ...]        # ‖ΔW_i‖² (strength not applied)
+    ranks: tuple[int | None, ...]  # None for dense (full-rank) inputs
+    norms2: tuple[float, ...]  # ‖ΔW_i‖² (strength not applied)
     pairs: tuple[PairStats, ...] = ()
     density_at: dict[float, float] = field(default_factory=dict)  # noise ratio -> kept fraction
 
@@ -85,8 +97,15 @@ class GroupStats:
         return sum(self.norms2)
 
 
-def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, generator: torch.Generator,
-                sample_size: int = 100_000, signs: bool = True) -> GroupStats:
+def group_stats(
+    key: str,
+    loras: tuple[int, ...],
+    patches: Iterable[Patch],
+    *,
+    generator: torch.Generator,
+    sample_size: int = 100_000,
+    signs: bool = True,
+) -> GroupStats:
     """Pass-1 statistics of one group. `patches` are the unweighted ΔW_i (strengths not applied).
 
     Norms, dots, cosines and overlaps are exact. All low-rank: from the group's joint Gram (float32
@@ -113,8 +132,10 @@ def group_stats(key: str, loras: tuple[int, ...], patches: Iterable[Patch], *, g
         sampled, pair_sums, density = sample.size, sums.pairs.tolist(), _density(sums, len(patches) * sample.size)
     else:
         sampled, pair_sums, density = 0, [[0.0] * len(PAIR_SUMS)] * len(measured), {}
-    pairs = tuple(pair_record(loras[i], loras[j], dot, norms2[i], norms2[j], overlap, row, sampled)
-                  for ((i, j), (dot, overlap)), row in zip(measured.items(), pair_sums))
+    pairs = tuple(
+        pair_record(loras[i], loras[j], dot, norms2[i], norms2[j], overlap, row, sampled)
+        for ((i, j), (dot, overlap)), row in zip(measured.items(), pair_sums)
+    )
     return GroupStats(key, loras, numel, ranks, norms2, pairs, density)
 
 
@@ -129,8 +150,9 @@ def _exact_measures(patches: list[Patch], lowrank: bool) -> tuple[tuple[float, .
     prepared = [prepare(p) for p in patches]
     norms2 = tuple(max(inner(p, p), 0.0) for p in prepared)
     spaces = [bases(p) for p in prepared]
-    return norms2, {(i, j): (inner(prepared[i], prepared[j]), overlap_of_bases(spaces[i], spaces[j]))
-                    for i, j in pairs_of}
+    return norms2, {
+        (i, j): (inner(prepared[i], prepared[j]), overlap_of_bases(spaces[i], spaces[j])) for i, j in pairs_of
+    }
 
 
 def _density(sums: SignSums, total: int) -> dict[float, float]:

@@ -24,26 +24,52 @@ V15_LAYERS = 32
 
 V1_BLOCK = tuple(
     same(
-        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-        "cross_attn.to_q", "cross_attn.to_k", "cross_attn.to_v", "cross_attn.to_out.0",
-        "cross_attn.add_q_proj", "cross_attn.add_k_proj", "cross_attn.add_v_proj", "cross_attn.to_add_out",
-        "ff.inverted_conv.conv", "ff.depth_conv.conv", "ff.point_conv.conv",
+        "attn.to_q",
+        "attn.to_k",
+        "attn.to_v",
+        "attn.to_out.0",
+        "cross_attn.to_q",
+        "cross_attn.to_k",
+        "cross_attn.to_v",
+        "cross_attn.to_out.0",
+        "cross_attn.add_q_proj",
+        "cross_attn.add_k_proj",
+        "cross_attn.add_v_proj",
+        "cross_attn.to_add_out",
+        "ff.inverted_conv.conv",
+        "ff.depth_conv.conv",
+        "ff.point_conv.conv",
     )
 )
 V1_LYRIC_BLOCK = tuple(
     same(
-        "self_attn.linear_q", "self_attn.linear_k", "self_attn.linear_v", "self_attn.linear_out",
-        "self_attn.linear_pos", "feed_forward.w_1", "feed_forward.w_2", "norm_ff", "norm_mha",
+        "self_attn.linear_q",
+        "self_attn.linear_k",
+        "self_attn.linear_v",
+        "self_attn.linear_out",
+        "self_attn.linear_pos",
+        "feed_forward.w_1",
+        "feed_forward.w_2",
+        "norm_ff",
+        "norm_mha",
     )
 )
 V1_TOP = tuple(
     same(
-        "timestep_embedder.linear_1", "timestep_embedder.linear_2", "t_block.1",
-        "speaker_embedder", "genre_embedder", "lyric_proj",
+        "timestep_embedder.linear_1",
+        "timestep_embedder.linear_2",
+        "t_block.1",
+        "speaker_embedder",
+        "genre_embedder",
+        "lyric_proj",
         *(f"projectors.{p}.{i}" for p in (0, 1) for i in (0, 2, 4)),
-        "proj_in.early_conv_layers.0", "proj_in.early_conv_layers.1", "proj_in.early_conv_layers.2",
+        "proj_in.early_conv_layers.0",
+        "proj_in.early_conv_layers.1",
+        "proj_in.early_conv_layers.2",
         "final_layer.linear",
-        "lyric_encoder.embed.out.0", "lyric_encoder.embed.out.1", "lyric_encoder.after_norm",
+        "lyric_encoder.embed.out.0",
+        "lyric_encoder.embed.out.1",
+        "lyric_encoder.after_norm",
     )
 )
 
@@ -60,8 +86,10 @@ def _v15_attention(name: str) -> tuple[Row, ...]:
 
 
 V15_LAYER = (
-    *same("self_attn_norm"), *_v15_attention("self_attn"),
-    *same("cross_attn_norm"), *_v15_attention("cross_attn"),
+    *same("self_attn_norm"),
+    *_v15_attention("self_attn"),
+    *same("cross_attn_norm"),
+    *_v15_attention("cross_attn"),
     *same("mlp_norm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
 )
 V15_TOP = (
@@ -94,8 +122,19 @@ def acestep_table() -> ArchTable:
         family="ACE-Step (v1, v1.5)",
         preset="acestep_dit",
         branches={Branch.DENOISER: v1_rows() + v15_rows()},
-        markers=("cross_attn.add_q_proj", "ff.inverted_conv", "lyric_encoder", "speaker_embedder", "genre_embedder",
-                 "decoder", "self_attn.q_proj", "self_attn.to_q", "mlp.gate_proj", "time_embed_r", "proj_in_conv"),
+        markers=(
+            "cross_attn.add_q_proj",
+            "ff.inverted_conv",
+            "lyric_encoder",
+            "speaker_embedder",
+            "genre_embedder",
+            "decoder",
+            "self_attn.q_proj",
+            "self_attn.to_q",
+            "mlp.gate_proj",
+            "time_embed_r",
+            "proj_in_conv",
+        ),
         priority=10,
         diffusers_prefix={Branch.DENOISER: "transformer"},
         kohya_prefix={Branch.DENOISER: "lora_unet"},

@@ -58,8 +58,9 @@ def under(rows: Iterable[Row], native_prefix: str, diffusers_prefix: str | None 
             diffusers: str | Mapping[str, str] | None = {c: join(dp, p) for c, p in r.diffusers.items()}
         else:
             diffusers = None if r.diffusers is None else join(dp, r.diffusers)
-        out.append(Row(join(native_prefix, r.native), diffusers,
-                       tuple(join(native_prefix, o) for o in r.other), r.fused))
+        out.append(
+            Row(join(native_prefix, r.native), diffusers, tuple(join(native_prefix, o) for o in r.other), r.fused)
+        )
     return out
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..enums import UNKNOWN_ARCH
 from .engine import KeyPlacer, Stem
 from .registry import TABLES, placer
 from .spec import ArchTable
-from ..enums import UNKNOWN_ARCH
 from .unknown import MIN_SHARE
 
 TIE_BY_MARKERS = 0.75  # confidence factor when family markers broke a tie of placed counts
@@ -97,11 +97,16 @@ def detect(stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None)
         reason += f"; runner-up {second.name} places {second.placed}"
     elif second.markers < best.markers:
         confidence *= TIE_BY_MARKERS
-        reason += (f"; {second.name} places as many, the tie is broken by family markers "
-                   f"({best.markers} vs {second.markers} keys)")
+        reason += (
+            f"; {second.name} places as many, the tie is broken by family markers "
+            f"({best.markers} vs {second.markers} keys)"
+        )
     else:
         confidence *= TIE_BY_PRIORITY
-        reason += (f"; {second.name} places as many with as many family markers, {best.name} is "
-                   "preferred as the more common family: pass --arch if that is wrong")
-    return Detection(best.name, round(confidence, 4), best.placed, total, best.unplaced,
-                     second.name if second else None, reason)
+        reason += (
+            f"; {second.name} places as many with as many family markers, {best.name} is "
+            "preferred as the more common family: pass --arch if that is wrong"
+        )
+    return Detection(
+        best.name, round(confidence, 4), best.placed, total, best.unplaced, second.name if second else None, reason
+    )

@@ -19,8 +19,9 @@ DOUBLE_BLOCKS = 19
 SINGLE_BLOCKS = 38
 
 
-def _stream(native: str, diffusers_attn: tuple[str, str, str], out: str, mlp: str, mod: str,
-            norm_q: str, norm_k: str) -> tuple[Row, ...]:
+def _stream(
+    native: str, diffusers_attn: tuple[str, str, str], out: str, mlp: str, mod: str, norm_q: str, norm_k: str
+) -> tuple[Row, ...]:
     q, k, v = diffusers_attn
     return (
         Row(f"{native}_mod.lin", mod),
@@ -34,8 +35,15 @@ def _stream(native: str, diffusers_attn: tuple[str, str, str], out: str, mlp: st
 
 
 _IMG = _stream("img", ("to_q", "to_k", "to_v"), "to_out.0", "ff", "norm1.linear", "norm_q", "norm_k")
-_TXT = _stream("txt", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", "ff_context", "norm1_context.linear",
-               "norm_added_q", "norm_added_k")
+_TXT = _stream(
+    "txt",
+    ("add_q_proj", "add_k_proj", "add_v_proj"),
+    "to_add_out",
+    "ff_context",
+    "norm1_context.linear",
+    "norm_added_q",
+    "norm_added_k",
+)
 
 # XLabs (x-flux) trainer spellings of the double-block attention modules.
 _XLABS = {
@@ -83,8 +91,17 @@ def flux_table() -> ArchTable:
         family="FLUX.1",
         preset="dit",
         branches={Branch.DENOISER: denoiser_rows(), Branch.TE1: clip_l(), Branch.TE3: t5_xxl()},
-        markers=("single_transformer_blocks", "img_attn.qkv", "txt_attn.qkv", "img_mod.lin", "txt_mod.lin",
-                 "img_mlp.0", "modulation.lin", "linear1", "processor"),
+        markers=(
+            "single_transformer_blocks",
+            "img_attn.qkv",
+            "txt_attn.qkv",
+            "img_mod.lin",
+            "txt_mod.lin",
+            "img_mlp.0",
+            "modulation.lin",
+            "linear1",
+            "processor",
+        ),
         priority=100,
         diffusers_prefix={Branch.DENOISER: "transformer", Branch.TE1: "text_encoder", Branch.TE3: "text_encoder_2"},
         kohya_prefix={Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te1", Branch.TE3: "lora_te3"},

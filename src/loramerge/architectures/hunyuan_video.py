@@ -23,8 +23,7 @@ SINGLE_BLOCKS = 40
 REFINER_BLOCKS = 2
 
 
-def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str], mlp: str,
-            mod: str) -> tuple[Row, ...]:
+def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str], mlp: str, mod: str) -> tuple[Row, ...]:
     q, k, v = qkv
     return (
         Row(f"{s}_mod.linear", mod, (f"{s}_mod.lin",)),
@@ -40,7 +39,11 @@ def _stream(s: str, qkv: tuple[str, str, str], out: str, norms: tuple[str, str],
 DOUBLE_BLOCK = _stream(
     "img", ("to_q", "to_k", "to_v"), "to_out.0", ("norm_q", "norm_k"), "ff", "norm1.linear"
 ) + _stream(
-    "txt", ("add_q_proj", "add_k_proj", "add_v_proj"), "to_add_out", ("norm_added_q", "norm_added_k"), "ff_context",
+    "txt",
+    ("add_q_proj", "add_k_proj", "add_v_proj"),
+    "to_add_out",
+    ("norm_added_q", "norm_added_k"),
+    "ff_context",
     "norm1_context.linear",
 )
 
@@ -74,10 +77,16 @@ TOP = (
     Row("txt_in.input_embedder", "context_embedder.proj_in"),
     Row("txt_in.t_embedder.mlp.0", f"context_embedder.{_TE}.linear_1", ("txt_in.t_embedder.in_layer",)),
     Row("txt_in.t_embedder.mlp.2", f"context_embedder.{_TE}.linear_2", ("txt_in.t_embedder.out_layer",)),
-    Row("txt_in.c_embedder.linear_1", "context_embedder.time_text_embed.text_embedder.linear_1",
-        ("txt_in.c_embedder.in_layer",)),
-    Row("txt_in.c_embedder.linear_2", "context_embedder.time_text_embed.text_embedder.linear_2",
-        ("txt_in.c_embedder.out_layer",)),
+    Row(
+        "txt_in.c_embedder.linear_1",
+        "context_embedder.time_text_embed.text_embedder.linear_1",
+        ("txt_in.c_embedder.in_layer",),
+    ),
+    Row(
+        "txt_in.c_embedder.linear_2",
+        "context_embedder.time_text_embed.text_embedder.linear_2",
+        ("txt_in.c_embedder.out_layer",),
+    ),
     Row("final_layer.linear", "proj_out"),
     Row("final_layer.adaLN_modulation.1", None),  # diffusers norm_out.linear: halves swapped
 )
@@ -86,8 +95,11 @@ TOP = (
 def denoiser_rows() -> list[Row]:
     rows = list(TOP)
     for i in range(REFINER_BLOCKS):
-        rows += under(REFINER_BLOCK, f"txt_in.individual_token_refiner.blocks.{i}",
-                      f"context_embedder.token_refiner.refiner_blocks.{i}")
+        rows += under(
+            REFINER_BLOCK,
+            f"txt_in.individual_token_refiner.blocks.{i}",
+            f"context_embedder.token_refiner.refiner_blocks.{i}",
+        )
     for i in range(DOUBLE_BLOCKS):
         rows += under(DOUBLE_BLOCK, f"double_blocks.{i}", f"transformer_blocks.{i}")
     for i in range(SINGLE_BLOCKS):
@@ -102,8 +114,18 @@ def hunyuan_video_table() -> ArchTable:
         preset="dit",
         branches={Branch.DENOISER: denoiser_rows()},
         # Only spellings FLUX lacks even with underscores (kohya FLUX also writes img_attn_qkv).
-        markers=("img_mlp.fc1", "img_mlp.fc2", "txt_mlp.fc1", "txt_mlp.fc2", "img_mod.linear", "txt_mod.linear",
-                 "modulation.linear", "individual_token_refiner", "token_refiner", "x_embedder.proj"),
+        markers=(
+            "img_mlp.fc1",
+            "img_mlp.fc2",
+            "txt_mlp.fc1",
+            "txt_mlp.fc2",
+            "img_mod.linear",
+            "txt_mod.linear",
+            "modulation.linear",
+            "individual_token_refiner",
+            "token_refiner",
+            "x_embedder.proj",
+        ),
         priority=20,
         diffusers_prefix={Branch.DENOISER: "transformer"},
         kohya_prefix={Branch.DENOISER: "lora_unet"},

@@ -16,21 +16,35 @@ BLOCKS = 60
 BLOCK = tuple(
     same(
         "img_mod.1",
-        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-        "attn.norm_q", "attn.norm_k",
-        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-        "attn.norm_added_q", "attn.norm_added_k",
-        "img_mlp.net.0.proj", "img_mlp.net.2",
+        "attn.to_q",
+        "attn.to_k",
+        "attn.to_v",
+        "attn.to_out.0",
+        "attn.norm_q",
+        "attn.norm_k",
+        "attn.add_q_proj",
+        "attn.add_k_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "attn.norm_added_q",
+        "attn.norm_added_k",
+        "img_mlp.net.0.proj",
+        "img_mlp.net.2",
         "txt_mod.1",
-        "txt_mlp.net.0.proj", "txt_mlp.net.2",
+        "txt_mlp.net.0.proj",
+        "txt_mlp.net.2",
     )
 )
 
 TOP = tuple(
     same(
-        "img_in", "txt_in", "txt_norm",
-        "time_text_embed.timestep_embedder.linear_1", "time_text_embed.timestep_embedder.linear_2",
-        "norm_out.linear", "proj_out",
+        "img_in",
+        "txt_in",
+        "txt_norm",
+        "time_text_embed.timestep_embedder.linear_1",
+        "time_text_embed.timestep_embedder.linear_2",
+        "norm_out.linear",
+        "proj_out",
     )
 )
 

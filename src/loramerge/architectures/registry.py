@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 from functools import cache
 
-from .acestep import acestep_table
+from ..enums import UNKNOWN_ARCH
 from ..errors import UnknownNameError
+from .acestep import acestep_table
 from .engine import KeyPlacer
 from .flux import flux_table
 from .hunyuan_video import hunyuan_video_table
@@ -14,7 +15,6 @@ from .ltx import ltx_table
 from .qwen_image import qwen_image_table
 from .sd import sd15_table, sdxl_table
 from .spec import ArchTable
-from ..enums import UNKNOWN_ARCH
 from .unknown import UNKNOWN_PRESET
 from .wan import wan_table
 from .zimage import zimage_table

@@ -29,8 +29,9 @@ class UNetStructure:
 
 
 SD15_STRUCTURE = UNetStructure(channel_mult=(1, 2, 4, 4), layers_per_block=2, depth=(1, 1, 1, 0), mid_depth=1)
-SDXL_STRUCTURE = UNetStructure(channel_mult=(1, 2, 4), layers_per_block=2, depth=(0, 2, 10), mid_depth=10,
-                               label_emb=True)
+SDXL_STRUCTURE = UNetStructure(
+    channel_mult=(1, 2, 4), layers_per_block=2, depth=(0, 2, 10), mid_depth=10, label_emb=True
+)
 
 _RESNET = (
     Row("in_layers.0", "norm1"),
@@ -46,9 +47,19 @@ _ATTENTION = (Row("norm", "norm"), Row("proj_in", "proj_in"), Row("proj_out", "p
 _TRANSFORMER_BLOCK = tuple(
     Row(m, m)
     for m in (
-        "norm1", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-        "norm2", "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-        "norm3", "ff.net.0.proj", "ff.net.2",
+        "norm1",
+        "attn1.to_q",
+        "attn1.to_k",
+        "attn1.to_v",
+        "attn1.to_out.0",
+        "norm2",
+        "attn2.to_q",
+        "attn2.to_k",
+        "attn2.to_v",
+        "attn2.to_out.0",
+        "norm3",
+        "ff.net.0.proj",
+        "ff.net.2",
     )
 )
 
@@ -126,8 +137,13 @@ def sd15_table() -> ArchTable:
         family="Stable Diffusion 1.x",
         preset="sd_unet",
         branches={Branch.DENOISER: unet_rows(SD15_STRUCTURE), Branch.TE1: clip_l()},
-        markers=("input_blocks.1.1", "input_blocks.2.1", "down_blocks.0.attentions", "output_blocks.9.1",
-                 "up_blocks.3.attentions"),
+        markers=(
+            "input_blocks.1.1",
+            "input_blocks.2.1",
+            "down_blocks.0.attentions",
+            "output_blocks.9.1",
+            "up_blocks.3.attentions",
+        ),
         priority=40,
         diffusers_prefix={Branch.DENOISER: "unet", Branch.TE1: "text_encoder"},
         kohya_prefix={Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te"},

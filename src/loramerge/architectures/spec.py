@@ -32,9 +32,9 @@ class Branch(str, Enum):
 class Style(str, Enum):
     """Which naming family an alias row belongs to (the writers pick rows by style)."""
 
-    NATIVE = "native"        # the model's own names (LDM for SD, BFL for FLUX, Wan-native, ...)
+    NATIVE = "native"  # the model's own names (LDM for SD, BFL for FLUX, Wan-native, ...)
     DIFFUSERS = "diffusers"  # diffusers/transformers module paths
-    OTHER = "other"          # any further spelling seen in the wild (read-only)
+    OTHER = "other"  # any further spelling seen in the wild (read-only)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,15 @@ BLOCK = (
     Row("attention.out", "attention.to_out.0"),
     Row("attention.q_norm", "attention.norm_q"),
     Row("attention.k_norm", "attention.norm_k"),
-    *same("feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
-          "attention_norm1", "attention_norm2", "ffn_norm1", "ffn_norm2"),
+    *same(
+        "feed_forward.w1",
+        "feed_forward.w2",
+        "feed_forward.w3",
+        "attention_norm1",
+        "attention_norm2",
+        "ffn_norm1",
+        "ffn_norm2",
+    ),
 )
 MODULATION = Row("adaLN_modulation.0", "adaLN_modulation.0")
 
@@ -50,8 +57,15 @@ def zimage_table() -> ArchTable:
         family="Z-Image",
         preset="dit",
         branches={Branch.DENOISER: denoiser_rows()},
-        markers=("attention.qkv", "attention.to_q", "feed_forward", "noise_refiner", "context_refiner",
-                 "all_x_embedder", "adaLN_modulation.0"),
+        markers=(
+            "attention.qkv",
+            "attention.to_q",
+            "feed_forward",
+            "noise_refiner",
+            "context_refiner",
+            "all_x_embedder",
+            "adaLN_modulation.0",
+        ),
         priority=70,
         diffusers_prefix={Branch.DENOISER: "transformer"},
         kohya_prefix={Branch.DENOISER: "lora_unet"},

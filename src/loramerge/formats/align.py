@@ -20,7 +20,6 @@ from ..patches import Dense, LowRank, Patch
 from .reader import AdapterFile, ModuleEntry
 
 
-
 @dataclass(frozen=True)
 class Contribution:
     """One module entry of one file landing on one group."""
@@ -28,7 +27,7 @@ class Contribution:
     entry: ModuleEntry
     placement: Placement
     param: str = "weight"  # "weight" | "bias"
-    sliced: bool = False   # the entry names the whole fused module: take this component's rows
+    sliced: bool = False  # the entry names the whole fused module: take this component's rows
 
     @property
     def group(self) -> str:
@@ -121,8 +120,9 @@ def _add(out: Alignment, contribution: Contribution) -> None:
     out.groups.setdefault(contribution.group, []).append(contribution)
 
 
-def load_group(alignment: Alignment, table: ArchTable | None, group: str,
-               base_weight: torch.Tensor | None = None) -> Patch:
+def load_group(
+    alignment: Alignment, table: ArchTable | None, group: str, base_weight: torch.Tensor | None = None
+) -> Patch:
     """ΔW of one group from one file: aliases summed, fused components sliced out (float32)."""
     total: Patch | None = None
     for c in alignment.groups[group]:
@@ -153,7 +153,9 @@ def add_patches(a: Patch, b: Patch) -> Patch:
         return LowRank(up, torch.cat([a.down, b.down], dim=0), 1.0, a.shape)
     da, db = a.dense(), b.dense()
     if da.numel() != db.numel():
-        raise InputFileError("<aliases>", f"two spellings of one module have different sizes {tuple(da.shape)} vs {tuple(db.shape)}")
+        raise InputFileError(
+            "<aliases>", f"two spellings of one module have different sizes {tuple(da.shape)} vs {tuple(db.shape)}"
+        )
     return Dense(da + db.reshape(da.shape))
 
 

@@ -39,10 +39,18 @@ _SUFFIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 # The branch prefixes loramerge writes (an architecture table may override them, e.g. SD's "unet").
-KOHYA_PREFIX: dict[Branch, str] = {Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te1", Branch.TE2: "lora_te2",
-                                   Branch.TE3: "lora_te3"}
-DIFFUSERS_PREFIX: dict[Branch, str] = {Branch.DENOISER: "transformer", Branch.TE1: "text_encoder",
-                                       Branch.TE2: "text_encoder_2", Branch.TE3: "text_encoder_3"}
+KOHYA_PREFIX: dict[Branch, str] = {
+    Branch.DENOISER: "lora_unet",
+    Branch.TE1: "lora_te1",
+    Branch.TE2: "lora_te2",
+    Branch.TE3: "lora_te3",
+}
+DIFFUSERS_PREFIX: dict[Branch, str] = {
+    Branch.DENOISER: "transformer",
+    Branch.TE1: "text_encoder",
+    Branch.TE2: "text_encoder_2",
+    Branch.TE3: "text_encoder_3",
+}
 
 
 def _longest_first(prefixes):
@@ -52,20 +60,25 @@ def _longest_first(prefixes):
 # Underscored (kohya-family) stem prefixes read -> branch: the written ones plus the other trainers'.
 _KOHYA_PREFIXES: tuple[tuple[str, Branch], ...] = _longest_first(
     [(p + "_", b) for b, p in KOHYA_PREFIX.items()]
-    + [("lora_transformer_", Branch.DENOISER), ("lora_te_", Branch.TE1), ("lycoris_", Branch.DENOISER)])
+    + [("lora_transformer_", Branch.DENOISER), ("lora_te_", Branch.TE1), ("lycoris_", Branch.DENOISER)]
+)
 
 # Dotted stem prefixes read -> (family, branch): the written diffusers ones, "unet." and ComfyUI's.
 _DOTTED_PREFIXES: tuple[tuple[str, str, Branch], ...] = _longest_first(
     [(p + ".", "diffusers", b) for b, p in DIFFUSERS_PREFIX.items()]
-    + [("unet.", "diffusers", Branch.DENOISER), ("model.diffusion_model.", "comfy", Branch.DENOISER),
-       ("diffusion_model.", "comfy", Branch.DENOISER)])
+    + [
+        ("unet.", "diffusers", Branch.DENOISER),
+        ("model.diffusion_model.", "comfy", Branch.DENOISER),
+        ("diffusion_model.", "comfy", Branch.DENOISER),
+    ]
+)
 
 
 @dataclass(frozen=True)
 class ParsedKey:
     key: str
-    stem: str   # the whole module reference as written, e.g. "lora_unet_input_blocks_4_1_proj_in"
-    role: str   # "down", "up", "alpha", "hada_w1_a", ...
+    stem: str  # the whole module reference as written, e.g. "lora_unet_input_blocks_4_1_proj_in"
+    role: str  # "down", "up", "alpha", "hada_w1_a", ...
 
 
 @dataclass(frozen=True)
@@ -89,18 +102,20 @@ def parse_stem(stem: str) -> ParsedStem | None:
     for prefix, branch in _KOHYA_PREFIXES:
         if stem.startswith(prefix) and len(stem) > len(prefix):
             family = "lycoris" if prefix == "lycoris_" else "kohya"
-            return ParsedStem(family, prefix, Stem(branch, stem[len(prefix):], dotted=False))
+            return ParsedStem(family, prefix, Stem(branch, stem[len(prefix) :], dotted=False))
     family_override = None
     rest = stem
     if rest.startswith("base_model.model."):
-        rest = rest[len("base_model.model."):]
+        rest = rest[len("base_model.model.") :]
         family_override = "peft"
         if not any(rest.startswith(p) for p, _, _ in _DOTTED_PREFIXES):
             branch = Branch.TE1 if rest.startswith("text_model.") else Branch.DENOISER
             return ParsedStem("peft", "base_model.model.", Stem(branch, _legacy(rest), dotted=True))
     for prefix, family, branch in _DOTTED_PREFIXES:
         if rest.startswith(prefix) and len(rest) > len(prefix):
-            return ParsedStem(family_override or family, prefix, Stem(branch, _legacy(rest[len(prefix):]), dotted=True))
+            return ParsedStem(
+                family_override or family, prefix, Stem(branch, _legacy(rest[len(prefix) :]), dotted=True)
+            )
     return None
 
 

@@ -42,19 +42,27 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
             raise InputFileError(path, f"file is too short ({size} bytes) to be safetensors")
         (n,) = struct.unpack("<Q", head)
         if n > min(size - 8, _MAX_HEADER):
-            raise InputFileError(path, f"truncated or not safetensors: header claims {n} bytes, file has {size}",
-                                 hint="re-download or re-save the file")
+            raise InputFileError(
+                path,
+                f"truncated or not safetensors: header claims {n} bytes, file has {size}",
+                hint="re-download or re-save the file",
+            )
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(path, f"safetensors header is not valid JSON ({exc})", hint="the file is corrupt") from exc
+            raise InputFileError(
+                path, f"safetensors header is not valid JSON ({exc})", hint="the file is corrupt"
+            ) from exc
     if not isinstance(header, dict):
         raise InputFileError(path, "safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
     if 8 + n + data_end > size:
-        raise InputFileError(path, f"truncated: tensor data ends at byte {8 + n + data_end}, file has {size}",
-                             hint="re-download or re-save the file")
+        raise InputFileError(
+            path,
+            f"truncated: tensor data ends at byte {8 + n + data_end}, file has {size}",
+            hint="re-download or re-save the file",
+        )
     return header, {str(k): str(v) for k, v in metadata.items()}
 
 
@@ -115,9 +123,20 @@ class TensorSource:
         return out
 
 
-SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 
 
 def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
@@ -129,8 +148,9 @@ def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key
         return torch.empty(shape, dtype=dtype)
     flat = torch.frombuffer(bytearray(raw), dtype=dtype)
     if flat.numel() != math.prod(shape):
-        raise InputFileError(path, f"tensor has {flat.numel()} values for shape {shape}", key=key,
-                             hint="the file is corrupt")
+        raise InputFileError(
+            path, f"tensor has {flat.numel()} values for shape {shape}", key=key, hint="the file is corrupt"
+        )
     return flat.reshape(shape)
 
 
@@ -138,8 +158,11 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here; all mean "not a plain tensor dict"
-        raise InputFileError(path, f"cannot load as a weights-only pickle: {exc}",
-                             hint="only plain tensor dictionaries are accepted; convert the file to .safetensors") from exc
+        raise InputFileError(
+            path,
+            f"cannot load as a weights-only pickle: {exc}",
+            hint="only plain tensor dictionaries are accepted; convert the file to .safetensors",
+        ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

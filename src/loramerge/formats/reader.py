@@ -16,8 +16,13 @@ from .dialects import ParsedStem, parse_key, parse_stem
 from .files import TensorSource
 from .peft_meta import PeftConfig, parse_adapter_metadata
 
-_COMPONENT_OF_PREFIX = {"unet.": "unet", "transformer.": "transformer", "text_encoder.": "text_encoder",
-                        "text_encoder_2.": "text_encoder_2", "text_encoder_3.": "text_encoder_3"}
+_COMPONENT_OF_PREFIX = {
+    "unet.": "unet",
+    "transformer.": "transformer",
+    "text_encoder.": "text_encoder",
+    "text_encoder_2.": "text_encoder_2",
+    "text_encoder_3.": "text_encoder_3",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,12 @@ class AdapterFile:
                 continue
             roles = by_stem.setdefault(parsed.stem, {})
             if parsed.role in roles:
-                raise InputFileError(self.path, f"two tensors give the same role '{parsed.role}' of module "
-                                     f"'{parsed.stem}' ('{roles[parsed.role]}')", key=key)
+                raise InputFileError(
+                    self.path,
+                    f"two tensors give the same role '{parsed.role}' of module "
+                    f"'{parsed.stem}' ('{roles[parsed.role]}')",
+                    key=key,
+                )
             roles[parsed.role] = key
         if not by_stem:
             self._raise_not_a_lora()
@@ -66,8 +75,12 @@ class AdapterFile:
             try:
                 kind = algebras.kind_of(set(roles))
             except algebras.AlgebraError as exc:
-                raise InputFileError(self.path, str(exc), key=next(iter(roles.values())),
-                                     hint="the file is incomplete or mixes adapter kinds in one module") from exc
+                raise InputFileError(
+                    self.path,
+                    str(exc),
+                    key=next(iter(roles.values())),
+                    hint="the file is incomplete or mixes adapter kinds in one module",
+                ) from exc
             entry = ModuleEntry(stem, parse_stem(stem), roles, kind)
             self._check_shapes(entry)
             entries[stem] = entry
@@ -78,10 +91,18 @@ class AdapterFile:
         if not keys:
             raise InputFileError(self.path, "holds no tensors", hint="the file is empty or was not saved properly")
         if sum(k.endswith((".weight", ".bias")) for k in keys) >= len(keys) / 2:
-            raise InputFileError(self.path, f"looks like a full model checkpoint ({len(keys)} plain weights), not a LoRA",
-                                 key=keys[0], hint="pass LoRA files to merge; give a base model with --base")
-        raise InputFileError(self.path, "no key follows a known LoRA convention", key=keys[0],
-                             hint="see `loramerge inspect` for the supported trainers' key formats")
+            raise InputFileError(
+                self.path,
+                f"looks like a full model checkpoint ({len(keys)} plain weights), not a LoRA",
+                key=keys[0],
+                hint="pass LoRA files to merge; give a base model with --base",
+            )
+        raise InputFileError(
+            self.path,
+            "no key follows a known LoRA convention",
+            key=keys[0],
+            hint="see `loramerge inspect` for the supported trainers' key formats",
+        )
 
     def _check_shapes(self, entry: ModuleEntry) -> None:
         if entry.kind is not AdapterKind.LORA:
@@ -89,9 +110,13 @@ class AdapterFile:
         down = self.source.shapes[entry.roles["down"]]
         up = self.source.shapes[entry.roles["up"]]
         if len(down) < 2 or len(up) < 2 or up[1] != down[0]:
-            raise InputFileError(self.path, f"up {list(up)} and down {list(down)} do not fit together "
-                                 f"(up needs {down[0] if down else '?'} columns)", key=entry.roles["up"],
-                                 hint="the file is corrupt or the tensors were mislabelled")
+            raise InputFileError(
+                self.path,
+                f"up {list(up)} and down {list(down)} do not fit together "
+                f"(up needs {down[0] if down else '?'} columns)",
+                key=entry.roles["up"],
+                hint="the file is corrupt or the tensors were mislabelled",
+            )
 
     # -- facts -----------------------------------------------------------------------------------
     @cached_property
@@ -122,8 +147,9 @@ class AdapterFile:
         if "alpha" in entry.roles:
             value = self.source.get(entry.roles["alpha"])
             if value.numel() != 1:
-                raise InputFileError(self.path, f"alpha must be a scalar, has shape {list(value.shape)}",
-                                     key=entry.roles["alpha"])
+                raise InputFileError(
+                    self.path, f"alpha must be a scalar, has shape {list(value.shape)}", key=entry.roles["alpha"]
+                )
             return float(value.float().item())
         rank = self.rank(entry)
         cfg = self.peft_config(entry)
@@ -140,8 +166,12 @@ class AdapterFile:
             t = loaded[key]
             if t.is_floating_point() and not torch.isfinite(t).all():
                 bad = int((~torch.isfinite(t)).sum())
-                raise InputFileError(self.path, f"{bad} NaN/Inf value(s) in the tensor", key=key,
-                                     hint="the LoRA is broken (often an fp16 overflow in training); re-export it")
+                raise InputFileError(
+                    self.path,
+                    f"{bad} NaN/Inf value(s) in the tensor",
+                    key=key,
+                    hint="the LoRA is broken (often an fp16 overflow in training); re-export it",
+                )
             out[role] = t
         return out
 
@@ -155,9 +185,14 @@ class AdapterFile:
             raise InputFileError(self.path, f"cannot compute ΔW: {exc}", key=entry.stem) from exc
         if dora is not None:
             if base_weight is None:
-                raise InputFileError(self.path, "DoRA (weight-decomposed) module needs the base weight to compute ΔW",
-                                     key=entry.roles["dora_scale"], hint="pass the base model with --base MODEL.safetensors")
+                raise InputFileError(
+                    self.path,
+                    "DoRA (weight-decomposed) module needs the base weight to compute ΔW",
+                    key=entry.roles["dora_scale"],
+                    hint="pass the base model with --base MODEL.safetensors",
+                )
             from ..patches import Dense
+
             patches["weight"] = Dense(algebras.apply_dora(patches["weight"].dense(), base_weight, dora))
         return patches
 

@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
-from ..version import TOOL_NAME, __version__
-from ..enums import OutputFormat
 from ..architectures.spec import ArchTable, Branch, Placement, Style
 from ..compress import to_lowrank
+from ..enums import OutputFormat
 from ..errors import OutputError
+from ..patches import Dense, LowRank, Patch
+from ..spool import PatchLike, materialize, rank_of
+from ..version import TOOL_NAME, __version__
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .files import SAFETENSORS_DTYPES
-from ..spool import PatchLike, materialize, rank_of
-from ..patches import Dense, LowRank, Patch
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,20 @@ class WriteReport:
     tensors: int = 0
     modules: int = 0
     conversions: dict[str, float] = field(default_factory=dict)  # module -> relative error of a dense->LoRA SVD
-    widened: list[str] = field(default_factory=list)              # tensors kept in float32: out of the half range
-    dropped: list[str] = field(default_factory=list)              # only with lossy=True
+    widened: list[str] = field(default_factory=list)  # tensors kept in float32: out of the half range
+    dropped: list[str] = field(default_factory=list)  # only with lossy=True
 
 
-
-
-def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None, fmt: OutputFormat | str,
-          *, metadata: dict[str, str] | None = None, dtype: torch.dtype = torch.float32,
-          lossy: bool = False) -> WriteReport:
+def write(
+    path: str | Path,
+    items: Iterable[OutputItem],
+    table: ArchTable | None,
+    fmt: OutputFormat | str,
+    *,
+    metadata: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    lossy: bool = False,
+) -> WriteReport:
     """Write `items` to `path` in `fmt`; returns what was written and converted.
 
     Streams: one module's tensors are in memory at a time (items may be `StoredPatch` handles, read
@@ -72,14 +77,28 @@ def write(path: str | Path, items: Iterable[OutputItem], table: ArchTable | None
         report.widened = list(out.widened)
         if not out.count:
             raise OutputError(f"{path}: nothing to write (every module was empty or dropped)")
-        out.commit({"loramerge.tool": TOOL_NAME, "loramerge.version": __version__, "loramerge.format": fmt.value,
-                    "loramerge.architecture": table.name if table else "unknown", **extra_meta, **(metadata or {})})
+        out.commit(
+            {
+                "loramerge.tool": TOOL_NAME,
+                "loramerge.version": __version__,
+                "loramerge.format": fmt.value,
+                "loramerge.architecture": table.name if table else "unknown",
+                **extra_meta,
+                **(metadata or {}),
+            }
+        )
     report.tensors = out.count
     return report
 
 
-def tensors_for(items: Iterable[OutputItem], table: ArchTable | None, fmt: OutputFormat | str, *,
-                dtype: torch.dtype = torch.float32, lossy: bool = False) -> dict[str, torch.Tensor]:
+def tensors_for(
+    items: Iterable[OutputItem],
+    table: ArchTable | None,
+    fmt: OutputFormat | str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    lossy: bool = False,
+) -> dict[str, torch.Tensor]:
     """The tensors `write` would save for `items` in `fmt` (same names, same values), in memory only:
     for hosts that load a LoRA state dict directly, e.g. ComfyUI's ``comfy.lora.load_lora``."""
     fmt = OutputFormat(fmt)
@@ -149,8 +168,11 @@ class StreamingSafetensors:
             self.widened.append(name)
         raw = t.reshape(-1).view(torch.uint8).numpy()
         self._data.write(memoryview(raw))
-        self.entries[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
-                              "data_offsets": [self._end, self._end + raw.nbytes]}
+        self.entries[name] = {
+            "dtype": _ST_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [self._end, self._end + raw.nbytes],
+        }
         self._end += raw.nbytes
 
     def commit(self, metadata: dict[str, str]) -> None:
@@ -232,7 +254,7 @@ def _fuse_lowrank(names, rows, by_name) -> LowRank:
     for name, r in zip(names, ranks):
         if name in by_name:
             p = by_name[name]
-            up[row0:row0 + rows[name], r0:r0 + r] = p.up * p.scale
+            up[row0 : row0 + rows[name], r0 : r0 + r] = p.up * p.scale
             downs.append(p.down)
         row0 += rows[name]
         r0 += r
@@ -245,8 +267,9 @@ def _rows(patch: Patch) -> int:
 
 
 # -- formats ----------------------------------------------------------------------------------------
-def _lora_tensors(prefix: str, patch: LowRank, down_name: str, up_name: str,
-                  alpha: float | None = None) -> dict[str, torch.Tensor]:
+def _lora_tensors(
+    prefix: str, patch: LowRank, down_name: str, up_name: str, alpha: float | None = None
+) -> dict[str, torch.Tensor]:
     """down/up in the weight's layout (conv: down [r,in,kh,kw], up [out,r,1,1]).
 
     ``alpha`` (default: the rank) is written as the ``.alpha`` tensor and the scale it implies is
@@ -315,13 +338,15 @@ def _is_1d_parts(parts: list[OutputItem]) -> bool:
 
 
 def _kohya(items, table, report, lossy, emit):
-    return _native_items(items, table, report, lossy, emit, lambda m: _kohya_name(table, m),
-                         "lora_down.weight", "lora_up.weight")
+    return _native_items(
+        items, table, report, lossy, emit, lambda m: _kohya_name(table, m), "lora_down.weight", "lora_up.weight"
+    )
 
 
 def _comfy(items, table, report, lossy, emit):
     def name_of(module: str) -> str:
         return module if module.startswith(Branch.DENOISER.value + ".") else _kohya_name(table, module)
+
     return _native_items(items, table, report, lossy, emit, name_of, "lora_A.weight", "lora_B.weight")
 
 
@@ -335,14 +360,17 @@ def _diffusers(items, table, report, lossy, emit):
         label = f"{it.placement.key}" + ("" if it.param == "weight" else f" ({it.param})")
         if it.param != "weight" or _is_1d(it.patch):
             if not lossy:
-                raise OutputError(f"'{label}': the diffusers format cannot hold norm or bias deltas; "
-                                  "use --format kohya or comfy (or allow lossy conversion)")
+                raise OutputError(
+                    f"'{label}': the diffusers format cannot hold norm or bias deltas; "
+                    "use --format kohya or comfy (or allow lossy conversion)"
+                )
             report.dropped.append(label)
             continue
         alias = placer.spelling(it.placement, Style.DIFFUSERS) if placer else None
         if alias is None and table is not None:
-            raise OutputError(f"'{it.placement.key}' has no diffusers name in the '{table.name}' table; "
-                              "use --format kohya or comfy")
+            raise OutputError(
+                f"'{it.placement.key}' has no diffusers name in the '{table.name}' table; use --format kohya or comfy"
+            )
         branch = it.placement.branch if alias is None else alias.branch
         path = it.placement.native_path if alias is None else alias.path
         source = materialize(it.patch)
@@ -374,8 +402,15 @@ def _peft_metadata(configs: dict[str, dict]) -> dict:
         ranks = {(path.removeprefix("text_model.") if strip else path): r for path, r in cfg["ranks"].items()}
         common = max(set(ranks.values()), key=lambda r: (list(ranks.values()).count(r), -r))
         pattern = {"^" + re.escape(path): r for path, r in ranks.items() if r != common}
-        flat.update({f"{component}.r": common, f"{component}.lora_alpha": common,
-                     f"{component}.rank_pattern": pattern, f"{component}.alpha_pattern": dict(pattern),
-                     f"{component}.target_modules": sorted(ranks), f"{component}.use_dora": False,
-                     f"{component}.use_rslora": False})
+        flat.update(
+            {
+                f"{component}.r": common,
+                f"{component}.lora_alpha": common,
+                f"{component}.rank_pattern": pattern,
+                f"{component}.alpha_pattern": dict(pattern),
+                f"{component}.target_modules": sorted(ranks),
+                f"{component}.use_dora": False,
+                f"{component}.use_rslora": False,
+            }
+        )
     return flat

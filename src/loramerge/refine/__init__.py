@@ -10,6 +10,16 @@ from loramerge.refine.pipeline import RefineLevel, RefineParams, refined_merge
 from loramerge.refine.tall import TallParams, TallSplit, tall_masks
 
 __all__ = [
-    "KnotsParams", "OrthogonalizeParams", "RefineLevel", "RefineParams", "TallParams", "TallSplit",
-    "knots", "knots_basis_dense", "orthogonalize", "refined_merge", "tall_masks", "truncated_svd",
+    "KnotsParams",
+    "OrthogonalizeParams",
+    "RefineLevel",
+    "RefineParams",
+    "TallParams",
+    "TallSplit",
+    "knots",
+    "knots_basis_dense",
+    "orthogonalize",
+    "refined_merge",
+    "tall_masks",
+    "truncated_svd",
 ]

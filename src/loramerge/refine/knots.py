@@ -53,8 +53,9 @@ def _joint(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([rows(d) for d in deltas], dim=1)
 
 
-def knots(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: KnotsParams, *,
-          generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def knots(
+    deltas: Sequence[torch.Tensor], weights: Sequence[float], params: KnotsParams, *, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Aligned deltas ``ΔW_i' = (UΣ) V_iᵀ = U Uᵀ ΔW_i`` in the shared truncated-SVD basis of
     ``[ΔW_1 | … | ΔW_N]`` (real KnOTS, not a Procrustes rotation). The weights do not enter."""
     check_inputs(deltas, weights, generator, "knots")
@@ -62,8 +63,7 @@ def knots(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: Knot
     return tuple((u @ (u.T @ rows(d))).reshape(d.shape) for d in deltas)
 
 
-def knots_basis_dense(deltas: Sequence[torch.Tensor], params: KnotsParams, *,
-                      generator: torch.Generator) -> CoreBasis:
+def knots_basis_dense(deltas: Sequence[torch.Tensor], params: KnotsParams, *, generator: torch.Generator) -> CoreBasis:
     """The KnOTS basis of dense deltas as a `CoreBasis`: ``left = UΣ``, ``cores[i] = V_iᵀ``
     (``[k, in]``; conv deltas flattened to ``[out, in·kh·kw]``), ``right = None``. Directions with
     zero singular value are dropped, so ``ΔW_i' = left @ cores[i]``."""
@@ -73,5 +73,5 @@ def knots_basis_dense(deltas: Sequence[torch.Tensor], params: KnotsParams, *,
     u, s, vh = truncated_svd(joint, params, generator)
     k = numerical_rank(s, joint.shape)
     width = rows(deltas[0]).shape[1]
-    cores = tuple(vh[:k, i * width:(i + 1) * width] for i in range(len(deltas)))
+    cores = tuple(vh[:k, i * width : (i + 1) * width] for i in range(len(deltas)))
     return CoreBasis(u[:, :k] * s[:k], cores, None)

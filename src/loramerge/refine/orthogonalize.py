@@ -22,8 +22,13 @@ class OrthogonalizeParams:
     dependent_below: float = 1e-5
 
 
-def orthogonalize(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: OrthogonalizeParams, *,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+def orthogonalize(
+    deltas: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    params: OrthogonalizeParams,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, ...]:
     """``ΔW_i' = ‖ΔW_i‖ · v̂_i`` with ``v̂_i = normalize(û_i − Σ_{j<i} ⟨û_i, v̂_j⟩ v̂_j)``.
 
     Modified Gram–Schmidt over the flattened unit directions in input (stack) order, with one

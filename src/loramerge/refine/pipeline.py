@@ -11,7 +11,7 @@ from loramerge.enums import RefineLevel
 from loramerge.refine.knots import KnotsParams, knots
 from loramerge.refine.orthogonalize import OrthogonalizeParams, orthogonalize
 from loramerge.refine.tall import TallParams, tall_masks
-from loramerge.strategies import SparsifyParams, Sparsifier, Strategy, TiesParams, merge, sparsify
+from loramerge.strategies import Sparsifier, SparsifyParams, Strategy, TiesParams, merge, sparsify
 from loramerge.strategies._common import check_inputs
 from loramerge.strategies.compose import resolve
 

@@ -40,8 +40,13 @@ class TallSplit:
         return merged + self.selfish
 
 
-def tall_masks(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: TallParams, *,
-               generator: torch.Generator | None = None) -> TallSplit:
+def tall_masks(
+    deltas: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    params: TallParams,
+    *,
+    generator: torch.Generator | None = None,
+) -> TallSplit:
     """Split off selfish entries.
 
     With ``c_i = w_i ΔW_i`` and ``d = Σ c_i``, entry j is selfish for LoRA i when

@@ -25,8 +25,14 @@ def _num(x: float | None) -> float | None:
     return round(float(x), 6)
 
 
-def build_report(inputs: Inputs, analysis: Analysis, plan: MergePlan, results: Sequence[GroupResult] | None, *,
-                 hashes: dict[int, str]) -> Report:
+def build_report(
+    inputs: Inputs,
+    analysis: Analysis,
+    plan: MergePlan,
+    results: Sequence[GroupResult] | None,
+    *,
+    hashes: dict[int, str],
+) -> Report:
     """The report of a merge; with ``results=None``, of an analysis (retention and ranks are null)."""
     cfg = inputs.cfg
     labels = [inp.label for inp in cfg.inputs]
@@ -43,38 +49,69 @@ def build_report(inputs: Inputs, analysis: Analysis, plan: MergePlan, results: S
     loras = []
     for i, inp in enumerate(cfg.inputs):
         retention = ret_num[i] / ret_den[i] if ret_den[i] else None
-        loras.append(LoraSummary(name=labels[i], path=inp.path, sha256=hashes.get(i), strength_model=inp.strength_model,
-                                 strength_text_encoder=inp.strength(True), preserve=inp.preserve, groups=touched[i],
-                                 retention=_num(retention),
-                                 effective_strength=_num(None if retention is None else retention * inp.strength_model)))
+        loras.append(
+            LoraSummary(
+                name=labels[i],
+                path=inp.path,
+                sha256=hashes.get(i),
+                strength_model=inp.strength_model,
+                strength_text_encoder=inp.strength(True),
+                preserve=inp.preserve,
+                groups=touched[i],
+                retention=_num(retention),
+                effective_strength=_num(None if retention is None else retention * inp.strength_model),
+            )
+        )
     pairs = _pairs(analysis, labels)
     detection = inputs.detection
     return Report(
-        tool=TOOL_NAME, version=__version__, architecture=inputs.architecture,
-        detection=None if detection is None else Detection(confidence=_num(detection.confidence), reason=detection.reason),
-        preset=plan.preset.name, options=cfg.model_dump(mode="json", exclude={"inputs"}),
+        tool=TOOL_NAME,
+        version=__version__,
+        architecture=inputs.architecture,
+        detection=None
+        if detection is None
+        else Detection(confidence=_num(detection.confidence), reason=detection.reason),
+        preset=plan.preset.name,
+        options=cfg.model_dump(mode="json", exclude={"inputs"}),
         auto_strength={b: (_num(plan.auto[b].scale) if b in plan.auto else None) for b in ("model", "text_encoder")},
-        auto_strength_detail={b: AutoStrengthDetail(**{k: (_num(v) if isinstance(v, float) else v)
-                                                       for k, v in vars(a).items()}) for b, a in plan.auto.items()},
-        suggested_max_strength=_num(plan.suggested_max_strength), strategy_counts=plan.strategy_counts(),
-        loras=loras, pairs=pairs, groups=groups, warnings=_warnings(inputs, pairs, loras))
+        auto_strength_detail={
+            b: AutoStrengthDetail(**{k: (_num(v) if isinstance(v, float) else v) for k, v in vars(a).items()})
+            for b, a in plan.auto.items()
+        },
+        suggested_max_strength=_num(plan.suggested_max_strength),
+        strategy_counts=plan.strategy_counts(),
+        loras=loras,
+        pairs=pairs,
+        groups=groups,
+        warnings=_warnings(inputs, pairs, loras),
+    )
 
 
-def _group_row(key: str, r: GroupResult | None, s: GroupStats | None, d: GroupDecision | None,
-               labels: list[str]) -> GroupRow:
+def _group_row(
+    key: str, r: GroupResult | None, s: GroupStats | None, d: GroupDecision | None, labels: list[str]
+) -> GroupRow:
     multi = s is not None and s.n > 1
 
     def stat(name: str) -> float | None:
         return _num(getattr(s, name)) if multi else None
 
-    return GroupRow(key=key, strategy=d.strategy if d else ("preserved" if not s else "weighted_sum"),
-                    n_loras=s.n if s else 0, loras=[labels[i] for i in (s.loras if s else ())],
-                    cosine=stat("cosine"), conflict=stat("conflict"), excess_conflict=stat("excess_conflict"),
-                    effective_conflict=stat("effective_conflict"), subspace_overlap=stat("overlap"),
-                    magnitude_ratio=stat("magnitude_ratio"),
-                    retention={labels[i]: _num(v) for i, v in r.retention.items()} if r else {},
-                    rank=r.rank if r else None, compression_error=_num(r.rel_error) if r else None,
-                    exact=r.exact if r else None, reason=d.reason if d else "")
+    return GroupRow(
+        key=key,
+        strategy=d.strategy if d else ("preserved" if not s else "weighted_sum"),
+        n_loras=s.n if s else 0,
+        loras=[labels[i] for i in (s.loras if s else ())],
+        cosine=stat("cosine"),
+        conflict=stat("conflict"),
+        excess_conflict=stat("excess_conflict"),
+        effective_conflict=stat("effective_conflict"),
+        subspace_overlap=stat("overlap"),
+        magnitude_ratio=stat("magnitude_ratio"),
+        retention={labels[i]: _num(v) for i, v in r.retention.items()} if r else {},
+        rank=r.rank if r else None,
+        compression_error=_num(r.rel_error) if r else None,
+        exact=r.exact if r else None,
+        reason=d.reason if d else "",
+    )
 
 
 def _pairs(analysis: Analysis, labels: list[str]) -> list[PairSummary]:
@@ -97,8 +134,10 @@ def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary]
         warnings.append(f"{name}: {len(keys)} key(s) not placed and left out: {', '.join(keys[:5])}")
     for pair in pairs:
         if pair.cosine is not None and pair.cosine < -0.3:
-            warnings.append(f"{pair.a} and {pair.b} oppose each other in the {pair.branch} "
-                            f"(cosine {pair.cosine:.2f}): their effects partly cancel")
+            warnings.append(
+                f"{pair.a} and {pair.b} oppose each other in the {pair.branch} "
+                f"(cosine {pair.cosine:.2f}): their effects partly cancel"
+            )
     for lora in loras:
         if lora.retention is not None and lora.retention < 0.3:
             warnings.append(f"{lora.name} is mostly washed out of the merge (retention {lora.retention:.2f})")

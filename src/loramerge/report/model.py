@@ -39,17 +39,17 @@ class LoraSummary(_Frozen):
     strength_model: float
     strength_text_encoder: float
     preserve: bool
-    groups: int                       # groups this LoRA takes part in
-    retention: float | None           # energy-weighted ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖² over its groups
+    groups: int  # groups this LoRA takes part in
+    retention: float | None  # energy-weighted ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖² over its groups
     effective_strength: float | None  # retention × strength
 
 
 class PairSummary(_Frozen):
     a: str
     b: str
-    branch: str                       # "model" | "text_encoder"
-    cosine: float | None              # of the whole-branch deltas
-    groups: int                       # groups the two share
+    branch: str  # "model" | "text_encoder"
+    cosine: float | None  # of the whole-branch deltas
+    groups: int  # groups the two share
 
 
 class GroupRow(_Frozen):
@@ -73,8 +73,8 @@ class GroupRow(_Frozen):
 class OutputInfo(_Frozen):
     path: str
     format: str
-    dtype: str                        # as written ("auto" resolved)
-    widened: list[str] = []           # tensors written in float32: their values overflow `dtype`
+    dtype: str  # as written ("auto" resolved)
+    widened: list[str] = []  # tensors written in float32: their values overflow `dtype`
 
 
 class Report(_Frozen):
@@ -85,7 +85,7 @@ class Report(_Frozen):
     detection: Detection | None
     preset: str
     options: dict
-    auto_strength: dict[str, float | None]        # "model" / "text_encoder" -> scale, null when off
+    auto_strength: dict[str, float | None]  # "model" / "text_encoder" -> scale, null when off
     auto_strength_detail: dict[str, AutoStrengthDetail]
     suggested_max_strength: float | None
     strategy_counts: dict[str, int]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from .model import Report
@@ -16,8 +16,11 @@ def _f(x, fmt="{:.2f}") -> str:
 def render_text(report: Report, console: Console, *, max_groups: int = 40) -> None:
     console.print(f"[bold]architecture[/bold] {report.architecture}  [bold]preset[/bold] {report.preset}")
     auto = report.auto_strength
-    console.print("[bold]auto-strength[/bold] " + ", ".join(f"{b}: {_f(v, '{:.3f}')}" for b, v in auto.items())
-                  + f"   [bold]suggested max strength[/bold] {_f(report.suggested_max_strength)}")
+    console.print(
+        "[bold]auto-strength[/bold] "
+        + ", ".join(f"{b}: {_f(v, '{:.3f}')}" for b, v in auto.items())
+        + f"   [bold]suggested max strength[/bold] {_f(report.suggested_max_strength)}"
+    )
     for branch, detail in report.auto_strength_detail.items():
         console.print(f"  {branch}: {detail.reason}")
     console.print("[bold]strategies[/bold] " + ", ".join(f"{k}: {v}" for k, v in report.strategy_counts.items()))
@@ -25,8 +28,13 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
     for col in ("name", "strength", "groups", "retention", "effective strength"):
         t.add_column(col)
     for lora in report.loras:
-        t.add_row(lora.name, f"{lora.strength_model:g}" + (" (preserved)" if lora.preserve else ""),
-                  str(lora.groups), _f(lora.retention), _f(lora.effective_strength))
+        t.add_row(
+            lora.name,
+            f"{lora.strength_model:g}" + (" (preserved)" if lora.preserve else ""),
+            str(lora.groups),
+            _f(lora.retention),
+            _f(lora.effective_strength),
+        )
     console.print(t)
     if report.pairs:
         t = Table(title="pairs", title_justify="left")
@@ -37,15 +45,28 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
         console.print(t)
     multi = [g for g in report.groups if g.n_loras > 1]
     if multi:
-        t = Table(title=f"groups with 2+ LoRAs ({len(multi)}; first {min(len(multi), max_groups)})", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        t = Table(
+            title=f"groups with 2+ LoRAs ({len(multi)}; first {min(len(multi), max_groups)})",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
         t.add_column("key", overflow="fold", ratio=1)
         for col in ("strategy", "cos", "excess", "overlap", "retention", "rank", "error"):
             t.add_column(col, no_wrap=True)  # numbers never wrap: the key takes what width is left
         for g in multi[:max_groups]:
             ret = " ".join(f"{v:.2f}" for v in g.retention.values() if v is not None)
-            t.add_row(g.key.removeprefix("diffusion_model."), g.strategy, _f(g.cosine, "{:+.2f}"), _f(g.excess_conflict),
-                      _f(g.subspace_overlap), ret, str(g.rank), ("0" if g.compression_error == 0 else _f(g.compression_error, "{:.1e}")))
+            t.add_row(
+                g.key.removeprefix("diffusion_model."),
+                g.strategy,
+                _f(g.cosine, "{:+.2f}"),
+                _f(g.excess_conflict),
+                _f(g.subspace_overlap),
+                ret,
+                str(g.rank),
+                ("0" if g.compression_error == 0 else _f(g.compression_error, "{:.1e}")),
+            )
         console.print(t)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

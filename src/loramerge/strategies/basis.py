@@ -58,8 +58,7 @@ def _flat_factors(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor]):
     return us, ds
 
 
-def qr_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor], *,
-             symmetric: bool = True) -> CoreBasis:
+def qr_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor], *, symmetric: bool = True) -> CoreBasis:
     """Orthonormal shared basis from QR of the concatenated factors; exact:
     ``left @ cores[i] @ right = up_i @ down_i``.
 
@@ -102,7 +101,7 @@ def knots_basis(ups: Sequence[torch.Tensor], downs: Sequence[torch.Tensor], rank
     k = numerical_rank(s, joint.shape)
     k = k if rank is None else min(k, rank)
     width = qr.cores[0].shape[1]
-    cores = tuple(vh[:k, i * width:(i + 1) * width] for i in range(len(qr.cores)))
+    cores = tuple(vh[:k, i * width : (i + 1) * width] for i in range(len(qr.cores)))
     return CoreBasis(qr.left @ (u[:, :k] * s[:k]), cores, qr.right)
 
 

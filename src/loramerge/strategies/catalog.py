@@ -7,15 +7,35 @@ from loramerge.strategies.registry import Registry, Strategy
 
 BUILTIN: tuple[Strategy, ...] = (
     Strategy("weighted_sum", linear.weighted_sum, linear.NoParams, coefficients=linear.sum_coefficients),
-    Strategy("weighted_average", linear.weighted_average, linear.NoParams, averaging=True,
-             coefficients=linear.average_coefficients, scale_invariant=True),
-    Strategy("normalize", linear.normalize, linear.NoParams, coefficients=linear.normalize_coefficients,
-             scale_invariant=True),
+    Strategy(
+        "weighted_average",
+        linear.weighted_average,
+        linear.NoParams,
+        averaging=True,
+        coefficients=linear.average_coefficients,
+        scale_invariant=True,
+    ),
+    Strategy(
+        "normalize", linear.normalize, linear.NoParams, coefficients=linear.normalize_coefficients, scale_invariant=True
+    ),
     Strategy("l2_weighted_average", linear.l2_weighted_average, linear.NoParams, averaging=True, scale_invariant=True),
-    Strategy("add_difference", linear.add_difference, linear.AddDifferenceParams,
-             order_free=False, min_inputs=3, max_inputs=3),
-    Strategy("slerp", spherical.slerp, spherical.SlerpParams, averaging=True, elementwise=False,
-             coefficients=spherical.slerp_rule, scale_invariant=True),
+    Strategy(
+        "add_difference",
+        linear.add_difference,
+        linear.AddDifferenceParams,
+        order_free=False,
+        min_inputs=3,
+        max_inputs=3,
+    ),
+    Strategy(
+        "slerp",
+        spherical.slerp,
+        spherical.SlerpParams,
+        averaging=True,
+        elementwise=False,
+        coefficients=spherical.slerp_rule,
+        scale_invariant=True,
+    ),
     Strategy("consensus", spherical.consensus, linear.NoParams, averaging=True, basis_space=True, scale_invariant=True),
     Strategy("ties", ties.ties, ties.TiesParams, basis_space=True),
     Strategy("magnitude_prune", ties.magnitude_prune, ties.MagnitudePruneParams, basis_space=True),

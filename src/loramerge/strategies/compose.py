@@ -38,9 +38,14 @@ def merge(
     if sparsifier is None:
         return s(deltas, weights, params, generator=generator)
     if isinstance(params, TiesParams):
-        params = replace(params, sparsifier=sparsifier.method, density=sparsifier.density,
-                         dampening=sparsifier.dampening, epsilon=sparsifier.epsilon,
-                         conflict_limit=sparsifier.conflict_limit)
+        params = replace(
+            params,
+            sparsifier=sparsifier.method,
+            density=sparsifier.density,
+            dampening=sparsifier.dampening,
+            epsilon=sparsifier.epsilon,
+            conflict_limit=sparsifier.conflict_limit,
+        )
         return s(deltas, weights, params, generator=generator)
     check_inputs(deltas, weights, generator, s.name, s.min_inputs, s.max_inputs)
     return s(sparsify(deltas, weights, sparsifier, generator=generator), weights, params, generator=generator)

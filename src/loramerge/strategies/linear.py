@@ -6,8 +6,7 @@ patch (METHOD §8) instead of calling these functions on dense deltas.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch

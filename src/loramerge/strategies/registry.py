@@ -91,9 +91,7 @@ class Strategy:
         """Validate the inputs, fill in default params and run the merge."""
         params = self.params_cls() if params is None else params
         if not isinstance(params, self.params_cls):
-            raise TypeError(
-                f"strategy {self.name!r} takes {self.params_cls.__name__}, got {type(params).__name__}"
-            )
+            raise TypeError(f"strategy {self.name!r} takes {self.params_cls.__name__}, got {type(params).__name__}")
         check_inputs(deltas, weights, generator, self.name, self.min_inputs, self.max_inputs)
         return self.fn(deltas, [float(w) for w in weights], params, generator=generator)
 

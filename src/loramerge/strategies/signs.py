@@ -25,12 +25,13 @@ import torch
 
 
 class SignMethod(str, Enum):
-    TOTAL = "total"          # sign of the (strength-weighted) sum
+    TOTAL = "total"  # sign of the (strength-weighted) sum
     FREQUENCY = "frequency"  # sign of the (strength-weighted) count
 
 
-def elect_agreement(voters: torch.Tensor, vote_weights: torch.Tensor, method: SignMethod,
-                    columnwise: bool = False) -> torch.Tensor:
+def elect_agreement(
+    voters: torch.Tensor, vote_weights: torch.Tensor, method: SignMethod, columnwise: bool = False
+) -> torch.Tensor:
     """Boolean mask ``[n, ...]``: where voter i agrees with the elected sign (or row direction).
 
     ``voters`` is the stack ``[n, *shape]``; ``vote_weights`` has one entry per voter.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import torch
 
 from loramerge.enums import Sparsifier
@@ -98,8 +99,9 @@ def della_keep_probability(t: torch.Tensor, density: float, epsilon: float) -> t
     return (1.0 - p_drop).clamp(0.0, 1.0).reshape(t.shape)
 
 
-def della(t: torch.Tensor, density: float, epsilon: float, dampening: float,
-          generator: torch.Generator) -> torch.Tensor:
+def della(
+    t: torch.Tensor, density: float, epsilon: float, dampening: float, generator: torch.Generator
+) -> torch.Tensor:
     """DELLA: magnitude-aware dropout; survivors rescaled by ``1/(1 − p_drop)`` (with dampening δ)."""
     draw = uniform(t.shape, t, generator)
     return _rescaled(t, della_keep_probability(t, density, epsilon), draw, dampening)
@@ -116,8 +118,9 @@ def conflict_mask(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> t
     return pos & neg
 
 
-def sparsify(deltas: Sequence[torch.Tensor], weights: Sequence[float], params: SparsifyParams, *,
-             generator: torch.Generator) -> list[torch.Tensor]:
+def sparsify(
+    deltas: Sequence[torch.Tensor], weights: Sequence[float], params: SparsifyParams, *, generator: torch.Generator
+) -> list[torch.Tensor]:
     """Sparsify every delta of a group with ``params.method``; returns new tensors.
 
     Conflict-aware variants sparsify only the positions of `conflict_mask` (computed on the

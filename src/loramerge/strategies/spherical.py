@@ -44,8 +44,9 @@ def slerp_coefficients(gram: torch.Tensor, alpha: torch.Tensor, linear_below: fl
     return torch.tensor([math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s], dtype=torch.float64)
 
 
-def karcher_coefficients(gram: torch.Tensor, alpha: torch.Tensor, max_iter: int = 100,
-                         tol: float = 1e-12) -> torch.Tensor:
+def karcher_coefficients(
+    gram: torch.Tensor, alpha: torch.Tensor, max_iter: int = 100, tol: float = 1e-12
+) -> torch.Tensor:
     """Coefficients β of the weighted Karcher (Fréchet) mean ``p = Σ β_i u_i`` of unit vectors.
 
     Riemannian gradient descent with unit step: ``p ← exp_p(Σ α_i log_p(u_i))``, started from the
@@ -103,8 +104,11 @@ def slerp_combination(gram: torch.Tensor, weights: Sequence[float], params: Sler
     else:
         scale = torch.tensor([sg / norms[i] for sg, i in zip(signs, active)], dtype=torch.float64)
         unit = gram[active][:, active] * scale[:, None] * scale[None, :]
-        beta = (slerp_coefficients(unit, alpha, params.linear_below) if len(active) == 2
-                else karcher_coefficients(unit, alpha, params.max_iter, params.tol))
+        beta = (
+            slerp_coefficients(unit, alpha, params.linear_below)
+            if len(active) == 2
+            else karcher_coefficients(unit, alpha, params.max_iter, params.tol)
+        )
     for b, sg, i in zip(beta.tolist(), signs, active):
         coeffs[i] = b * sg / norms[i]
     length = _qnorm(gram, coeffs)

@@ -107,13 +107,14 @@ def _loss(ms, cs, probes, targets, energies, covered, align, params: ZipLoraPara
             out = merged if p is None else merged @ p
             loss = loss + ((out - t) ** 2).sum() / e
     if covered is not None and sum(energies) > 0:
-        outside = (merged ** 2).sum() - ((merged @ covered) ** 2).sum()
+        outside = (merged**2).sum() - ((merged @ covered) ** 2).sum()
         loss = loss + outside / (sum(energies) / 2)
     return loss
 
 
-def ziplora_coefficients(deltas, weights, params: ZipLoraParams, *,
-                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def ziplora_coefficients(
+    deltas, weights, params: ZipLoraParams, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The learned per-column merger coefficients ``(m_1, m_2)`` (one entry per column)."""
     with torch.inference_mode(False), torch.enable_grad():
         cs = [(_columns(d) * w).detach().clone() for d, w in zip(deltas, weights)]
@@ -135,10 +136,12 @@ def ziplora_coefficients(deltas, weights, params: ZipLoraParams, *,
 def _canonical_order(deltas, weights) -> list[int]:
     """A content-based order of the two LoRAs, so that swapping the inputs changes nothing at all
     (the optimiser's floating-point path would otherwise depend on the input order)."""
+
     def key(i):
         c = deltas[i].reshape(-1).double() * weights[i]
         ramp = torch.linspace(1.0, 2.0, c.numel(), dtype=torch.float64, device=c.device)
         return float((c * c).sum()), float((c * ramp).sum())
+
     return sorted(range(len(deltas)), key=key)
 
 
