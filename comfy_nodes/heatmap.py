@@ -41,7 +41,8 @@ def conflict_color(value: float) -> tuple[int, int, int]:
     for (x0, c0), (x1, c1) in zip(_STOPS, _STOPS[1:]):
         if v <= x1:
             t = (v - x0) / (x1 - x0)
-            return tuple(round(a + (b - a) * t) for a, b in zip(c0, c1))
+            r, g, b = (round(a + (z - a) * t) for a, z in zip(c0, c1))
+            return r, g, b
     return _STOPS[-1][1]
 
 

@@ -19,7 +19,7 @@ from loramerge.config import LoraInput, MergeConfig
 from loramerge.enums import OutputFormat
 from loramerge.formats.advice import format_advice
 from loramerge.pipeline import MergeResult
-from loramerge.report import render_text
+from loramerge.report import Report, render_text
 
 from . import cache, heatmap, host, patching, savepath
 from . import settings as setting_widgets
@@ -71,7 +71,7 @@ def merged(inputs: tuple[LoraInput, ...], options: dict) -> tuple[MergeResult, b
     return cache.cached(cache.key_of("merge", inputs, options), compute)
 
 
-def report_text(report: dict) -> str:
+def report_text(report: Report) -> str:
     buf = io.StringIO()
     render_text(report, Console(file=buf, width=120, no_color=True, highlight=False, emoji=False))
     return buf.getvalue()
@@ -200,10 +200,10 @@ def _check(placement: patching.Placement, result: MergeResult, model: str, *, st
             "made for the loaded model."
         )
     if bad and strict:
-        shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+        listed = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise LoraOptimizerError(
             f"LoRA Optimizer: {len(bad)} modules of the merged LoRA ({family}) do not fit this {model} model:\n  "
-            f"{shown}\nIf the LoRAs are for this model, set strict = false in LoRA Optimizer Settings to apply "
+            f"{listed}\nIf the LoRAs are for this model, set strict = false in LoRA Optimizer Settings to apply "
             "the rest (the report lists what was left out)."
         )
     warnings = [f"not in this {model} model, left out: {b}" for b in bad[:20]]

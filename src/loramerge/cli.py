@@ -140,7 +140,7 @@ def _progress(quiet: bool):
     """A rich progress bar over the groups (stderr), or nothing when quiet or not a terminal."""
     from contextlib import nullcontext
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     if quiet or not err.is_terminal:
         return nullcontext(None)
@@ -152,7 +152,7 @@ def _progress(quiet: bool):
         console=err,
         transient=True,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, key: str, n: int, total: int) -> None:
         if stage not in tasks:

@@ -52,7 +52,10 @@ def factorize_dense(
     shape = tuple(shape or delta.shape)
     mat = delta.reshape(delta.shape[0], -1).float()
     randomized = rank is not None and generator is not None and 2 * rank <= min(mat.shape)
-    u, s, vh = randomized_svd(mat, rank, generator) if randomized else torch.linalg.svd(mat, full_matrices=False)
+    if rank is not None and generator is not None and randomized:
+        u, s, vh = randomized_svd(mat, rank, generator)
+    else:
+        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
     k = min(choose_rank(s, rank, rel_error), s.numel())
     root = s[:k].sqrt()
     up, down = u[:, :k] * root, root[:, None] * vh[:k]

@@ -23,7 +23,7 @@ def option(
     """A `MergeConfig` field with what the option table needs: help text, the CLI flag (default
     ``--field-name``), the ComfyUI widget name (default the field's) and, for string fields, the
     name of a dynamic choice list ("strategies", "presets", "architectures")."""
-    extra = {k: v for k, v in (("cli", cli), ("widget", widget), ("choices", choices)) if v is not None}
+    extra: dict[str, Any] = {k: v for k, v in (("cli", cli), ("widget", widget), ("choices", choices)) if v}
     return Field(default=default, description=help, json_schema_extra=extra or None, **bounds)
 
 

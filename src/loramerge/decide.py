@@ -54,6 +54,9 @@ class GroupDecision:
         return asdict(self)
 
 
+_SMOOTHED = ("cosine", "min_cosine", "conflict", "overlap")
+
+
 def smooth(stats: dict[str, GroupStats], lam: float, use_excess: bool = True) -> dict[str, Metrics]:
     """``m̂ = (1−λ)·m + λ·m̄_block``, the block mean weighted by each group's Σ‖ΔW_i‖²."""
     raw = {k: Metrics.of(s, use_excess) for k, s in stats.items() if s.n > 1}
@@ -66,16 +69,11 @@ def smooth(stats: dict[str, GroupStats], lam: float, use_excess: bool = True) ->
     for keys in blocks.values():
         total = sum(stats[k].energy for k in keys)
         weights = {k: (stats[k].energy / total if total > 0 else 1 / len(keys)) for k in keys}
-        mean = {
-            f: sum(weights[k] * getattr(raw[k], f) for k in keys)
-            for f in ("cosine", "min_cosine", "conflict", "overlap")
-        }
+        mean = {f: sum(weights[k] * getattr(raw[k], f) for k in keys) for f in _SMOOTHED}
         for k in keys:
             m = raw[k]
-            out[k] = Metrics(
-                *((1 - lam) * getattr(m, f) + lam * mean[f] for f in ("cosine", "min_cosine", "conflict", "overlap")),
-                m.magnitude_ratio,
-            )
+            mixed = {f: (1 - lam) * getattr(m, f) + lam * mean[f] for f in _SMOOTHED}
+            out[k] = Metrics(**mixed, magnitude_ratio=m.magnitude_ratio)
     return out
 
 

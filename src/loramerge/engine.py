@@ -57,7 +57,8 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     decision = plan.decisions.get(key)
     gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
     merged: Patch | None = None
-    exact, coefficients = True, []
+    exact = True
+    coefficients: list[float] | None = []
     if g.patches:
         assert decision is not None, f"{key}: no plan for a group with LoRAs to merge"
         merged, exact, coefficients = execute(
@@ -117,7 +118,7 @@ class InputGram:
     @cached_property
     def matrix(self) -> torch.Tensor:
         if all(isinstance(p, LowRank) for p in self.inputs):
-            return joint_gram(self.inputs).matrix()
+            return joint_gram([p for p in self.inputs if isinstance(p, LowRank)]).matrix()
         prepared = [prepare(p) for p in self.inputs]
         return torch.tensor([[inner(a, b) for b in prepared] for a in prepared], dtype=torch.float64)
 

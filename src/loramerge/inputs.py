@@ -83,7 +83,8 @@ class Inputs:
 def open_inputs(cfg: MergeConfig) -> Inputs:
     files = [AdapterFile(inp.path, allow_pickle=cfg.allow_pickle) for inp in cfg.inputs]
     detection = None if cfg.arch else A.detect([s for f in files for s in stems_of(f)])
-    name = cfg.arch or detection.architecture
+    name = cfg.arch if detection is None else detection.architecture
+    assert name is not None
     table = None if name == UNKNOWN_ARCH else A.get_table(name)
     placer = A.placer(name) if table else None
     alignments = [align(f, table, placer, strict=cfg.strict) for f in files]
@@ -113,6 +114,7 @@ def _index(s: Inputs) -> None:
 def _check_base(s: Inputs) -> None:
     from .inspection import check_against_base
 
+    assert s.base is not None
     problems = []
     for i, alignment in enumerate(s.alignments):
         missing, mismatched = check_against_base(alignment, s.base)

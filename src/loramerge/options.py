@@ -81,8 +81,9 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
-def _bounds(metadata: list) -> tuple[float | None, float | None]:
-    lo = hi = None
+def _bounds(metadata: list) -> tuple[Any, Any]:
+    lo: Any = None
+    hi: Any = None
     for m in metadata:
         if isinstance(m, (Ge, Gt)):
             lo = m.ge if isinstance(m, Ge) else m.gt
@@ -104,7 +105,7 @@ def _spec(name: str) -> OptionSpec:
         info.description or "",
         str(extra.get("cli", "--" + name.replace("_", "-"))),
         str(extra.get("widget", name)),
-        extra.get("choices"),
+        str(extra["choices"]) if "choices" in extra else None,
         lo,
         hi,
     )  # type: ignore[arg-type]

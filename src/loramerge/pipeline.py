@@ -16,7 +16,7 @@ from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan
 from .report import Report, build_report
 from .report.model import OutputInfo
-from .spool import PatchStore
+from .spool import PatchStore, materialize
 from .version import __version__
 
 
@@ -81,7 +81,7 @@ def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path |
     inputs, plan, analysis = analyze(cfg, progress)
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
-        groups = [replace(g, patch=store.put(g.patch)) for g in pass2(inputs, plan, progress)]
+        groups = [replace(g, patch=store.put(materialize(g.patch))) for g in pass2(inputs, plan, progress)]
     except BaseException:
         store.close()
         raise

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from . import strategies
 from .analysis.stats import GroupStats
@@ -19,12 +20,18 @@ from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
 from .enums import RefineLevel, Sparsifier
 from .presets import Preset, preset_for
-from .strategies import SparsifyParams, TiesParams
+from .strategies import SignMethod, SparsifyParams, TiesParams
 
 if TYPE_CHECKING:
     from .analysis.pass1 import Analysis
-    from .engine import GroupResult
     from .inputs import Inputs
+
+
+class MergedNorms(Protocol):
+    """What `suggested_max_strength` reads of a merged group (an `engine.GroupResult`)."""
+
+    norm2_inputs: dict[int, float]
+    norm2_merged: float
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class MergePlan:
             counts[d.strategy] = counts.get(d.strategy, 0) + 1
         return dict(sorted(counts.items()))
 
-    def with_results(self, results: list[GroupResult]) -> MergePlan:
+    def with_results(self, results: Sequence[MergedNorms]) -> MergePlan:
         """The plan with `suggested_max_strength` from the merged groups' norms."""
         return replace(self, suggested_max_strength=suggested_max_strength(results, self.preset))
 
@@ -91,7 +98,7 @@ def resolve(d: GroupDecision, s: GroupStats, cfg: MergeConfig, preset: Preset) -
     params = strategy.params_cls()
     if isinstance(params, TiesParams):  # the user's density first, then the statistics', then the preset's
         params = TiesParams(
-            density=cfg.density or d.density or preset.dare_density, sign_method=d.sign_method or "total"
+            density=cfg.density or d.density or preset.dare_density, sign_method=SignMethod(d.sign_method or "total")
         )
     sparsifier = None
     if cfg.sparsify is not Sparsifier.NONE:
@@ -126,7 +133,7 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
     return auto
 
 
-def suggested_max_strength(results: list[GroupResult], preset: Preset) -> float | None:
+def suggested_max_strength(results: Sequence[MergedNorms], preset: Preset) -> float | None:
     """How much stronger the merge could be applied before it outweighs its inputs on average:
     Σ_groups mean_i ‖w_iΔW_i‖ / Σ_groups ‖M‖, clamped to [1, the preset's cap]; None if M = 0."""
     sum_inputs = sum_merged = 0.0

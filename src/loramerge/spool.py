@@ -52,13 +52,14 @@ class PatchStore:
 
     def _append(self, tensor: torch.Tensor) -> _Block:
         t = tensor.detach().to("cpu", torch.float32).contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy()
+        # numpy arrays export the buffer protocol; numpy's stubs do not say so to the type checker
+        raw = memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
         with self._lock:
             self._check_open()
             offset = self._end
-            written = os.pwrite(self._fd, memoryview(raw), offset)
+            written = os.pwrite(self._fd, raw, offset)
             while written < raw.nbytes:  # pwrite may write less than asked for on some filesystems
-                written += os.pwrite(self._fd, memoryview(raw)[written:], offset + written)
+                written += os.pwrite(self._fd, raw[written:], offset + written)
             self._end += raw.nbytes
         return _Block(offset, tuple(t.shape))
 

@@ -122,8 +122,11 @@ def group_stats(
     lowrank = all(isinstance(p, LowRank) for p in patches)
     if len(patches) == 1:  # nothing to compare: the norm only
         p = patches[0]
-        q = None if lowrank else prepare(p)
-        n2 = joint_gram([p]).inner(0, 0) if lowrank else inner(q, q)
+        if isinstance(p, LowRank):
+            n2 = joint_gram([p]).inner(0, 0)
+        else:
+            q = prepare(p)
+            n2 = inner(q, q)
         return GroupStats(key, loras, numel, ranks, (max(n2, 0.0),))
     norms2, measured = _exact_measures(patches, lowrank)
     if signs:
@@ -143,7 +146,7 @@ def _exact_measures(patches: list[Patch], lowrank: bool) -> tuple[tuple[float, .
     """(‖ΔW_i‖² per LoRA, {(i, j): (⟨ΔW_i, ΔW_j⟩, overlap)} for i < j in combinations order), exact."""
     pairs_of = combinations(range(len(patches)), 2)
     if lowrank:
-        gram = joint_gram(patches)
+        gram = joint_gram([p for p in patches if isinstance(p, LowRank)])
         norms2 = tuple(max(gram.inner(i, i), 0.0) for i in range(len(patches)))
         white = [gram.whitening(i) for i in range(len(patches))]
         return norms2, {(i, j): (gram.inner(i, j), gram.overlap(i, j, white[i], white[j])) for i, j in pairs_of}

@@ -143,9 +143,8 @@ def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key
     dtype = SAFETENSORS_DTYPES.get(dtype_name)
     if dtype is None:
         raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
-    shape = list(shape)
     if not raw:
-        return torch.empty(shape, dtype=dtype)
+        return torch.empty(list(shape), dtype=dtype)
     flat = torch.frombuffer(bytearray(raw), dtype=dtype)
     if flat.numel() != math.prod(shape):
         raise InputFileError(

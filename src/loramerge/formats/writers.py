@@ -167,7 +167,7 @@ class StreamingSafetensors:
         if t.dtype != self.dtype:
             self.widened.append(name)
         raw = t.reshape(-1).view(torch.uint8).numpy()
-        self._data.write(memoryview(raw))
+        self._data.write(memoryview(raw))  # type: ignore[arg-type]  # numpy: buffer protocol
         self.entries[name] = {
             "dtype": _ST_DTYPES[t.dtype],
             "shape": list(t.shape),
@@ -230,7 +230,9 @@ def _fuse(module: str, parts: list[OutputItem], table: ArchTable | None) -> Patc
         raise OutputError(f"'{module}' has component patches but no fused layout in the architecture table")
     by_name = {p.placement.component: materialize(p.patch) for p in parts}
     first = next(iter(by_name.values()))
-    unit = _rows(first) // dict(layout.components)[parts[0].placement.component]
+    component = parts[0].placement.component
+    assert component is not None, f"'{module}': a component patch without a component name"
+    unit = _rows(first) // dict(layout.components)[component]
     rows = {name: share * unit for name, share in layout.components}
     if all(isinstance(p, LowRank) for p in by_name.values()):
         return _fuse_lowrank(layout.names, rows, by_name)
@@ -314,7 +316,7 @@ def _native_items(items, table, report, lossy, emit, name_of, down_name, up_name
 def _fused_rank(parts: list[OutputItem]) -> int | None:
     """Rank of the module `_fuse` makes of `parts` (Σ component ranks), from the handles alone."""
     ranks = [rank_of(p.patch) for p in parts]
-    return None if any(r is None for r in ranks) else sum(ranks)
+    return None if any(r is None for r in ranks) else sum(r for r in ranks if r is not None)
 
 
 def _file_alpha(ranks) -> float | None:

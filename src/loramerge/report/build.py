@@ -75,7 +75,14 @@ def build_report(
         options=cfg.model_dump(mode="json", exclude={"inputs"}),
         auto_strength={b: (_num(plan.auto[b].scale) if b in plan.auto else None) for b in ("model", "text_encoder")},
         auto_strength_detail={
-            b: AutoStrengthDetail(**{k: (_num(v) if isinstance(v, float) else v) for k, v in vars(a).items()})
+            b: AutoStrengthDetail(
+                scale=_num(a.scale),
+                energy=_num(a.energy),
+                reference=_num(a.reference),
+                mean_abs_cosine=_num(a.mean_abs_cosine),
+                floored=a.floored,
+                reason=a.reason,
+            )
             for b, a in plan.auto.items()
         },
         suggested_max_strength=_num(plan.suggested_max_strength),

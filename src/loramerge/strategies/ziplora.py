@@ -153,7 +153,8 @@ def ziplora(deltas, weights, params: ZipLoraParams, *, generator) -> torch.Tenso
     order = _canonical_order(deltas, weights)
     deltas, weights = [deltas[i] for i in order], [weights[i] for i in order]
     if params.calibration is not None:
-        params = replace(params, calibration=tuple(params.calibration[i] for i in order))
+        first, second = (params.calibration[i] for i in order)
+        params = replace(params, calibration=(first, second))
     m1, m2 = ziplora_coefficients(deltas, weights, params, generator=generator)
     c1, c2 = (_columns(d) * w for d, w in zip(deltas, weights))
     return (c1 * m1 + c2 * m2).reshape(deltas[0].shape)
