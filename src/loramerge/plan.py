@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 class MergedNorms(Protocol):
     """What `suggested_max_strength` reads of a merged group (an `engine.GroupResult`)."""
 
-    norm2_inputs: dict[int, float]
-    norm2_merged: float
+    @property
+    def norm2_inputs(self) -> dict[int, float]: ...
+
+    @property
+    def norm2_merged(self) -> float: ...
 
 
 @dataclass(frozen=True)
