@@ -131,6 +131,13 @@ class MergeConfig(BaseModel):
         "TIES/pruning/consensus on shared-basis coefficients: exactly low-rank output",
         cli="--basis-space/--no-basis-space",
     )
+    threads: int | None = option(
+        None,
+        "groups merged side by side, each on one thread (default: automatic, the cores this process may use "
+        "less those other processes keep busy); the output bytes do not depend on it",
+        gt=0,
+        le=256,
+    )
     strict: bool = option(
         True,
         "refuse keys that do not fit the architecture or the model (lenient: leave them out, listed in the report)",

@@ -26,6 +26,7 @@ from .plan import MergePlan
 from .refine import RefineParams, refined_merge
 from .rng import group_generator
 from .spool import PatchLike
+from .threads import ordered_map
 
 
 @dataclass(frozen=True, slots=True)  # thousands per merge: no per-instance dict
@@ -40,12 +41,15 @@ class GroupResult:
     norm2_merged: float
 
 
-def pass2(inputs: Inputs, plan: MergePlan, progress: Progress | None = None) -> Iterator[GroupResult]:
+def pass2(
+    inputs: Inputs, plan: MergePlan, progress: Progress | None = None, *, threads: int = 1
+) -> Iterator[GroupResult]:
+    """Every group merged, `threads` at a time, yielded in key order."""
     keys = inputs.keys
-    for n, key in enumerate(keys):
+    for n, (key, result) in enumerate(zip(keys, ordered_map(lambda k: merge_group(inputs, plan, k), keys, threads))):
         if progress:
             progress("merge", key, n, len(keys))
-        yield merge_group(inputs, plan, key)
+        yield result
 
 
 def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:

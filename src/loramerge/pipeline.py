@@ -13,10 +13,11 @@ from .enums import OutputDtype, OutputFormat, Progress
 from .errors import OutputError
 from .formats.writers import OutputItem, write
 from .inputs import Inputs, file_sha256, open_inputs
-from .plan import MergePlan, make_plan
+from .plan import MergePlan, make_plan, uses_sign_statistics
 from .report import Report, build_report
 from .report.model import OutputInfo
 from .spool import PatchStore, materialize
+from .threads import automatic_threads, single_threaded_ops
 from .version import __version__
 
 
@@ -68,8 +69,13 @@ class MergeResult:
 def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
     """Pass 1 and the plan only: nothing merged, nothing written."""
     inputs = open_inputs(cfg)
-    analysis = pass1(inputs, progress)
+    with single_threaded_ops():
+        analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
+
+
+def threads_of(cfg: MergeConfig) -> int:
+    return cfg.threads if cfg.threads is not None else automatic_threads()
 
 
 def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None) -> MergeResult:
@@ -81,7 +87,9 @@ def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path |
     inputs, plan, analysis = analyze(cfg, progress)
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
-        groups = [replace(g, patch=store.put(materialize(g.patch))) for g in pass2(inputs, plan, progress)]
+        with single_threaded_ops():
+            merged = pass2(inputs, plan, progress, threads=threads_of(cfg))
+            groups = [replace(g, patch=store.put(materialize(g.patch))) for g in merged]
     except BaseException:
         store.close()
         raise

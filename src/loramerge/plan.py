@@ -18,7 +18,7 @@ from .analysis.stats import GroupStats
 from .config import MergeConfig
 from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
-from .enums import RefineLevel, Sparsifier
+from .enums import Optimization, RefineLevel, Sparsifier
 from .presets import Preset, preset_for
 from .strategies import SignMethod, SparsifyParams, TiesParams
 
@@ -93,6 +93,15 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
     resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
     return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error)
+
+
+def uses_sign_statistics(cfg: MergeConfig) -> bool:
+    """Whether the plan can read pass 1's sign statistics (conflict, density): not when every group is
+    forced to a linear combination (``--mode`` weighted_sum/weighted_average/normalize/slerp) or
+    summed (``--optimization additive``); pass 1 then computes the exact norms and overlaps only."""
+    if cfg.optimization is Optimization.ADDITIVE:
+        return False
+    return cfg.mode == "auto" or not strategies.get(cfg.mode).linear
 
 
 def resolve(d: GroupDecision, s: GroupStats, cfg: MergeConfig, preset: Preset) -> GroupDecision:

@@ -92,3 +92,16 @@ def test_record(real_fixtures, tmp_path):
         data["_inputs"][key] = {n: tensor_hash(real_fixtures[n].path) for n in (a, b)}
         data[key] = _merge_hash(real_fixtures, tmp_path, a, b, option)
     GOLDEN.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+@pytest.mark.skipif(RECORD, reason="recording")
+@pytest.mark.parametrize("option", ["auto", "dare_refine", "della_full_rank4", "ties_basis"])
+def test_bytes_do_not_depend_on_the_thread_count(real_fixtures, tmp_path, golden, option):
+    """Groups run side by side on single-threaded ops: any --threads gives the recorded bytes."""
+    a, b = PAIRS[0]
+    inputs = [f"{real_fixtures[a].path}:0.8", f"{real_fixtures[b].path}:0.6"]
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}.safetensors"
+        with merge(inputs, output=out, seed=7, dtype="float32", threads=threads, **OPTIONS[option]):
+            pass
+        assert tensor_hash(out) == golden[f"{a}+{b}:{option}"], threads

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..enums import Progress
 from ..inputs import Inputs
 from ..rng import group_generator
+from ..threads import ordered_map
 from .stats import GroupStats, group_stats
 
 
@@ -22,25 +23,34 @@ class Analysis:
     )
 
 
-def pass1(inputs: Inputs, progress: Progress | None = None) -> Analysis:
-    out = Analysis()
-    keys = inputs.keys
-    for n, key in enumerate(keys):
-        if progress:
-            progress("analyze", key, n, len(keys))
+def pass1(inputs: Inputs, progress: Progress | None = None, *, threads: int = 1, signs: bool = True) -> Analysis:
+    """Statistics of every group with LoRAs to merge, `threads` groups at a time (results in key
+    order, so the sums below are the same whatever the thread count). ``signs=False``: the exact
+    norms, dots and overlaps only (a plan that cannot use sign statistics)."""
+
+    def stats_of(key: str) -> GroupStats | None:
         if not inputs.groups[key]:
-            continue
+            return None
         g = inputs.group(key, preserved=False)
-        s = group_stats(
+        return group_stats(
             key,
             tuple(g.loras),
             g.patches,
             generator=group_generator(inputs.cfg.seed, key),
             sample_size=inputs.cfg.sample_size,
+            signs=signs,
         )
+
+    out = Analysis()
+    keys = inputs.keys
+    for n, (key, s) in enumerate(zip(keys, ordered_map(stats_of, keys, threads))):
+        if progress:
+            progress("analyze", key, n, len(keys))
+        if s is None:
+            continue
         out.stats[key] = s
         branch = inputs.branch(key)
-        for i, n2 in zip(g.loras, s.norms2):
+        for i, n2 in zip(s.loras, s.norms2):
             out.norms2[branch][i] += n2
         for p in s.pairs:
             out.dots[branch][(p.i, p.j)] += p.dot

@@ -70,6 +70,11 @@ class GroupStats:
         return min((p.cosine for p in self.pairs), default=0.0)
 
     @property
+    def signs_measured(self) -> bool:
+        """Whether pass 1 computed the sign statistics (it skips them for plans that cannot use them)."""
+        return any(p.sampled > 0 for p in self.pairs)
+
+    @property
     def conflict(self) -> float:
         return self._mean("conflict")
 

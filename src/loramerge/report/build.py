@@ -98,9 +98,13 @@ def _group_row(
     key: str, r: GroupResult | None, s: GroupStats | None, d: GroupDecision | None, labels: list[str]
 ) -> GroupRow:
     multi = s is not None and s.n > 1
+    signs = multi and s is not None and s.signs_measured
 
     def stat(name: str) -> float | None:
         return _num(getattr(s, name)) if multi else None
+
+    def sign_stat(name: str) -> float | None:  # null where pass 1 did not compute sign statistics
+        return stat(name) if signs else None
 
     return GroupRow(
         key=key,
@@ -108,9 +112,9 @@ def _group_row(
         n_loras=s.n if s else 0,
         loras=[labels[i] for i in (s.loras if s else ())],
         cosine=stat("cosine"),
-        conflict=stat("conflict"),
-        excess_conflict=stat("excess_conflict"),
-        effective_conflict=stat("effective_conflict"),
+        conflict=sign_stat("conflict"),
+        excess_conflict=sign_stat("excess_conflict"),
+        effective_conflict=sign_stat("effective_conflict"),
         subspace_overlap=stat("overlap"),
         magnitude_ratio=stat("magnitude_ratio"),
         retention={labels[i]: _num(v) for i, v in r.retention.items()} if r else {},
