@@ -288,7 +288,7 @@ class SaveMergedLora:
         fmt = merge_data.options.get("format", OutputFormat.KOHYA.value) if format == AS_SETTINGS else format
         path.parent.mkdir(parents=True, exist_ok=True)
         with user_errors("Save Merged LoRA"):
-            written = result.save(path, fmt)
+            written = result.save(path, fmt, overwrite=overwrite)
         lines = [f"saved {path} ({written.format}, {written.dtype})"]
         if written.widened:
             lines.append(

@@ -60,6 +60,7 @@ def merge(
     inputs: Sequence[InputLike] | MergeConfig,
     *,
     output: str | Path | None = None,
+    overwrite: bool = False,
     progress: Progress | None = None,
     **options,
 ) -> MergeResult:
@@ -69,7 +70,7 @@ def merge(
     >>> result = merge(["style.safetensors:0.8", "character.safetensors"], seed=1)  # doctest: +SKIP
     >>> result.save("merged.safetensors", format="kohya")  # doctest: +SKIP
     """
-    return run(config_of(inputs, options), progress, output)
+    return run(config_of(inputs, options), progress, output, overwrite=overwrite)
 
 
 def analyze(inputs: Sequence[InputLike] | MergeConfig, *, progress: Progress | None = None, **options) -> Analyzed:

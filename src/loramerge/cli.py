@@ -34,6 +34,9 @@ ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="Override the det
 BaseOpt = Annotated[
     Optional[Path], typer.Option("--base", help="Base model .safetensors: check targets and shapes (header only).")
 ]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", "-f", help="Replace an existing output file (never one of the inputs).")
+]
 PickleOpt = Annotated[
     bool, typer.Option("--allow-pickle", help="Load .ckpt/.pt/.bin with torch.load(weights_only=True).")
 ]
@@ -97,13 +100,23 @@ def convert(
     dtype: Annotated[
         OutputDtype, typer.Option("--dtype", help=BY_FIELD["dtype"].help[:1].upper() + BY_FIELD["dtype"].help[1:] + ".")
     ] = OutputDtype.AUTO,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Rewrite a LoRA in the kohya, diffusers or comfy format, preserving every ΔW."""
     from .convert import convert as run
     from .formats.files import read_header
 
     report = run(
-        src, out, fmt, arch=arch, base=base, strict=not lenient, allow_pickle=allow_pickle, lossy=lossy, dtype=dtype
+        src,
+        out,
+        fmt,
+        arch=arch,
+        base=base,
+        strict=not lenient,
+        allow_pickle=allow_pickle,
+        lossy=lossy,
+        dtype=dtype,
+        overwrite=overwrite,
     )
     written = read_header(report.path)[1]
     console.print(
@@ -244,6 +257,7 @@ def merge(
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Merge and report, write no LoRA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no report on the terminal.")] = False,
+    overwrite: OverwriteOpt = False,
     **options: Any,
 ) -> None:
     """Merge LoRAs into one, choosing the strategy per weight group."""
@@ -253,7 +267,7 @@ def merge(
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
     cfg = _with_inputs_options(_config(loras, recipe, _normalised(options)), preserve, include, exclude)
     with _progress(quiet) as progress:
-        result = run_merge(cfg, progress=progress, output=None if dry_run else out)  # spools next to OUT
+        result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
     with result:
         _emit_report(result.report, report_json, quiet)
         if result.report.output is not None:

@@ -8,7 +8,7 @@ from . import architectures as A
 from .basemodel import BaseModel
 from .enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from .formats.align import load_group
-from .formats.writers import OutputItem, WriteReport, write
+from .formats.writers import OutputItem, WriteReport, check_output, write
 from .inspection import open_and_align
 
 
@@ -23,9 +23,11 @@ def convert(
     allow_pickle: bool = False,
     lossy: bool = False,
     dtype: OutputDtype | str = OutputDtype.AUTO,
+    overwrite: bool = False,
 ) -> WriteReport:
     """Read `src`, place every key, write `dst` in `fmt` and `dtype` (auto: the source's half
     precision, see `OutputDtype`). Strict: any unplaced key is an error."""
+    check_output(dst, [src], overwrite=overwrite)
     file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)
     table = None if alignment.architecture == UNKNOWN_ARCH else A.get_table(alignment.architecture)
     base_model = BaseModel.open(base, table) if base else None

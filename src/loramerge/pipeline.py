@@ -10,8 +10,7 @@ from .analysis.pass1 import Analysis, pass1
 from .config import MergeConfig
 from .engine import GroupResult, pass2
 from .enums import OutputDtype, OutputFormat, Progress
-from .errors import OutputError
-from .formats.writers import OutputItem, write
+from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan, uses_sign_statistics
 from .report import Report, build_report
@@ -48,9 +47,13 @@ class MergeResult:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def save(self, path: str | Path, format: str | None = None, dtype: str | None = None) -> OutputInfo:
+    def save(
+        self, path: str | Path, format: str | None = None, dtype: str | None = None, *, overwrite: bool = False
+    ) -> OutputInfo:
         """Write the merged LoRA to `path` (in `format`/`dtype`, default the configuration's);
-        returns what was written. The report is not changed."""
+        returns what was written. The report is not changed. An input is never overwritten; an
+        existing file only with ``overwrite=True``."""
+        check_output(path, [inp.path for inp in self.inputs.cfg.inputs], overwrite=overwrite)
         cfg = self.inputs.cfg
         # the recipe in the file says how *this* file was written: re-running it gives the same bytes
         resolved = OutputDtype(dtype or cfg.dtype).resolved(d for f in self.inputs.files for d in f.dtypes)
@@ -78,12 +81,12 @@ def threads_of(cfg: MergeConfig) -> int:
     return cfg.threads if cfg.threads is not None else automatic_threads()
 
 
-def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None) -> MergeResult:
+def run(
+    cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None, *, overwrite: bool = False
+) -> MergeResult:
     folder = None
-    if output is not None:
-        folder = Path(output).parent
-        if not folder.is_dir():  # before the work, not after it
-            raise OutputError(f"{output}: folder {folder} does not exist")
+    if output is not None:  # before the work, not after it
+        folder = check_output(output, [inp.path for inp in cfg.inputs], overwrite=overwrite).parent
     inputs, plan, analysis = analyze(cfg, progress)
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
@@ -98,7 +101,8 @@ def run(cfg: MergeConfig, progress: Progress | None = None, output: str | Path |
     report = build_report(inputs, analysis, plan, groups, hashes=hashes)
     result = MergeResult(inputs, plan, groups, report, store)
     if output is not None:
-        result = replace(result, report=report.model_copy(update={"output": result.save(output)}))
+        saved = result.save(output, overwrite=overwrite)
+        result = replace(result, report=report.model_copy(update={"output": saved}))
     return result
 
 

@@ -103,3 +103,16 @@ def test_cli_warns_where_a_client_does_not_load_the_format(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "diffusers does not load comfy-format SDXL LoRAs" in proc.stderr
     assert _dtypes(tmp_path / "c.safetensors") == {"BF16"}
+
+
+def test_the_report_warns_where_a_lora_is_cancelled():
+    """The README example cancels the character LoRA in output_blocks.1.1 (issue 10): say so, by group."""
+    inputs = [f"{EXAMPLES / 'style_kohya.safetensors'}:0.8", EXAMPLES / "character_peft.safetensors",
+              f"{EXAMPLES / 'detail_kohya.safetensors'}:0.7"]
+    with merge(inputs) as result:
+        report = result.report
+    lost = [w for w in report.warnings if w.startswith("character_peft is nearly cancelled")]
+    assert len(lost) == 1 and "output_blocks.1.1." in lost[0]
+    rows = [g for g in report.groups if g.n_loras > 1 and g.retention.get("character_peft") is not None]
+    n = sum(g.retention["character_peft"] < 0.3 for g in rows)
+    assert n > 0 and f"in {n} group(s)" in lost[0]

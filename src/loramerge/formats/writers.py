@@ -55,6 +55,23 @@ class WriteReport:
     dropped: list[str] = field(default_factory=list)  # only with lossy=True
 
 
+def check_output(path: str | Path, inputs: Iterable[str | Path], *, overwrite: bool) -> Path:
+    """Refuse, before any work, an output that is one of the inputs (also through links or another
+    spelling of the path; always), an existing file unless `overwrite`, a folder, or a missing folder."""
+    out = Path(path)
+    target = out.resolve()
+    for inp in inputs:
+        if Path(inp).resolve() == target:
+            raise OutputError(f"{out}: this is one of the input LoRAs ({inp}); write the result to another file")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder; give a file name such as {out / 'merged.safetensors'}")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: exists; choose another name or pass --overwrite (-f) to replace it")
+    return out
+
+
 def write(
     path: str | Path,
     items: Iterable[OutputItem],

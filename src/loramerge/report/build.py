@@ -90,7 +90,7 @@ def build_report(
         loras=loras,
         pairs=pairs,
         groups=groups,
-        warnings=_warnings(inputs, pairs, loras),
+        warnings=_warnings(inputs, pairs, loras, groups),
     )
 
 
@@ -139,7 +139,11 @@ def _pairs(analysis: Analysis, labels: list[str]) -> list[PairSummary]:
     return out
 
 
-def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary]) -> list[str]:
+GROUP_RETENTION_WARNING = 0.3  # a LoRA keeping less than this of itself in a group is "lost" there
+MERGE_RETENTION_WARNING = 0.5  # ... and over the whole merge (energy-weighted)
+
+
+def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary], groups: list[GroupRow]) -> list[str]:
     warnings = []
     for name, keys in inputs.unplaced().items():
         warnings.append(f"{name}: {len(keys)} key(s) not placed and left out: {', '.join(keys[:5])}")
@@ -150,6 +154,23 @@ def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary]
                 f"(cosine {pair.cosine:.2f}): their effects partly cancel"
             )
     for lora in loras:
-        if lora.retention is not None and lora.retention < 0.3:
-            warnings.append(f"{lora.name} is mostly washed out of the merge (retention {lora.retention:.2f})")
+        if lora.retention is not None and lora.retention < MERGE_RETENTION_WARNING:
+            warnings.append(f"{lora.name} keeps only {lora.retention:.2f} of itself over the whole merge")
+        lost = [
+            g
+            for g in groups
+            if g.n_loras > 1
+            and (g.retention.get(lora.name) or 0.0) < GROUP_RETENTION_WARNING
+            and lora.name in g.retention
+        ]
+        if lost:
+            lost.sort(key=lambda g: g.retention[lora.name] or 0.0)
+            shown = ", ".join(
+                f"{g.key.removeprefix('diffusion_model.')} ({g.retention[lora.name] or 0.0:.2f})" for g in lost[:4]
+            )
+            more = f" and {len(lost) - 4} more" if len(lost) > 4 else ""
+            warnings.append(
+                f"{lora.name} is nearly cancelled (retention < {GROUP_RETENTION_WARNING}) in {len(lost)} "
+                f"group(s): {shown}{more}"
+            )
     return warnings
