@@ -29,7 +29,7 @@ average still counts the jobs this bench has just run, so after the first job it
 the repository root on a quiet machine:
 
     .venv/bin/python bench/speed.py          # ~15 min on 2 cores
-    .venv/bin/python bench/speed.py --repeat 1 --stride 8 --contention-stride 16 --ties-stride 64   # ~2 min
+    .venv/bin/python bench/speed.py --repeat 1 --stride 8 --contention-stride 16 --ties-stride 64   # ~3 min
 
 Prints a Markdown summary and writes the raw numbers to bench/results_speed.json.
 """
