@@ -65,9 +65,9 @@ def widget_of(o: OptionSpec) -> Option:
         "max": (_INT_MAX if o.kind is int else 1.0) if o.hi is None else o.hi,
     }
     if o.kind is float:
-        spec["step"] = 0.001 if o.field == "rel_error" else 0.01
-        if o.optional and spec["max"] == 1:
-            spec["max"] = 0.99 if o.field == "rel_error" else 1.0
+        spec["step"] = o.step or 0.01
+        if o.hi_open:  # the bound itself is not allowed: stop one default step short of it
+            spec["max"] = round(spec["max"] - 0.01, 10)
     return Option(
         o.widget, o.field, ("FLOAT" if o.kind is float else "INT", spec), _unset_is(0) if o.optional else (lambda v: v)
     )

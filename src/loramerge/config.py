@@ -18,12 +18,15 @@ def option(
     cli: str | None = None,
     widget: str | None = None,
     choices: str | None = None,
+    step: float | None = None,
     **bounds: Any,
 ) -> Any:
     """A `MergeConfig` field with what the option table needs: help text, the CLI flag (default
-    ``--field-name``), the ComfyUI widget name (default the field's) and, for string fields, the
-    name of a dynamic choice list ("strategies", "presets", "architectures")."""
-    extra: dict[str, Any] = {k: v for k, v in (("cli", cli), ("widget", widget), ("choices", choices)) if v}
+    ``--field-name``), the ComfyUI widget name (default the field's), for string fields the name of
+    a dynamic choice list ("strategies", "presets", "architectures"), and a widget step for floats
+    finer than the default 0.01."""
+    pairs = (("cli", cli), ("widget", widget), ("choices", choices), ("step", step))
+    extra: dict[str, Any] = {k: v for k, v in pairs if v}
     return Field(default=default, description=help, json_schema_extra=extra or None, **bounds)
 
 
@@ -105,6 +108,7 @@ class MergeConfig(BaseModel):
         lt=1,
         cli="--error-target",
         widget="error_target",
+        step=0.001,
     )
     format: OutputFormat = option(OutputFormat.KOHYA, "key naming of the written file")
     dtype: OutputDtype = option(

@@ -34,6 +34,8 @@ class OptionSpec:
     dynamic_choices: str | None = None  # "strategies" | "presets" | "architectures"
     lo: Any = None  # bounds as declared on the field (gt/ge, lt/le)
     hi: Any = None
+    hi_open: bool = False  # the upper bound itself is excluded (lt)
+    step: float | None = None  # widget step of a float option, where finer than the default
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -81,22 +83,23 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
-def _bounds(metadata: list) -> tuple[Any, Any]:
+def _bounds(metadata: list) -> tuple[Any, Any, bool]:
     lo: Any = None
     hi: Any = None
+    hi_open = False
     for m in metadata:
         if isinstance(m, (Ge, Gt)):
             lo = m.ge if isinstance(m, Ge) else m.gt
         if isinstance(m, (Le, Lt)):
-            hi = m.le if isinstance(m, Le) else m.lt
-    return lo, hi
+            hi, hi_open = (m.le, False) if isinstance(m, Le) else (m.lt, True)
+    return lo, hi, hi_open
 
 
 def _spec(name: str) -> OptionSpec:
     info = MergeConfig.model_fields[name]
     kind, optional = _base_type(info.annotation)
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-    lo, hi = _bounds(info.metadata)
+    lo, hi, hi_open = _bounds(info.metadata)
     return OptionSpec(
         name,
         kind,
@@ -108,7 +111,9 @@ def _spec(name: str) -> OptionSpec:
         str(extra["choices"]) if "choices" in extra else None,
         lo,
         hi,
-    )  # type: ignore[arg-type]
+        hi_open,
+        float(extra["step"]) if "step" in extra else None,  # type: ignore[arg-type]
+    )
 
 
 OPTIONS: tuple[OptionSpec, ...] = tuple(_spec(name) for name in MergeConfig.model_fields if name != "inputs")

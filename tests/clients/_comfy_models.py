@@ -122,7 +122,7 @@ def _tiny_clip_module(**clips) -> torch.nn.Module:
     return holder
 
 
-def _comfy_clip(comfy, hf_model) -> torch.nn.Module:
+def comfy_clip(comfy, hf_model) -> torch.nn.Module:
     """ComfyUI's SDClipModel with `hf_model`'s config, loaded with its weights via ``load_sd``."""
     c = hf_model.config
     conf = {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
@@ -205,7 +205,7 @@ def _build_sd(comfy, arch: str) -> ComfyModels:
     encoders = {"clip_l": ("text_encoder", "l")}
     if arch == "sdxl":
         encoders["clip_g"] = ("text_encoder_2", "g")
-    clips = {name: _comfy_clip(comfy, tiny_clip_text_encoder(kind)) for name, (_, kind) in encoders.items()}
+    clips = {name: comfy_clip(comfy, tiny_clip_text_encoder(kind)) for name, (_, kind) in encoders.items()}
     clip = _tiny_clip_module(**clips)
     for name, (component, _) in encoders.items():
         for ckey in clips[name].state_dict():

@@ -156,18 +156,10 @@ def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary]
     for lora in loras:
         if lora.retention is not None and lora.retention < MERGE_RETENTION_WARNING:
             warnings.append(f"{lora.name} keeps only {lora.retention:.2f} of itself over the whole merge")
-        lost = [
-            g
-            for g in groups
-            if g.n_loras > 1
-            and (g.retention.get(lora.name) or 0.0) < GROUP_RETENTION_WARNING
-            and lora.name in g.retention
-        ]
+        kept = {g.key: g.retention[lora.name] or 0.0 for g in groups if g.n_loras > 1 and lora.name in g.retention}
+        lost = sorted((value, key) for key, value in kept.items() if value < GROUP_RETENTION_WARNING)
         if lost:
-            lost.sort(key=lambda g: g.retention[lora.name] or 0.0)
-            shown = ", ".join(
-                f"{g.key.removeprefix('diffusion_model.')} ({g.retention[lora.name] or 0.0:.2f})" for g in lost[:4]
-            )
+            shown = ", ".join(f"{key.removeprefix('diffusion_model.')} ({value:.2f})" for value, key in lost[:4])
             more = f" and {len(lost) - 4} more" if len(lost) > 4 else ""
             warnings.append(
                 f"{lora.name} is nearly cancelled (retention < {GROUP_RETENTION_WARNING}) in {len(lost)} "
