@@ -1,0 +1,11 @@
+"""The `loramerge` command line: thin — parse, call the library, render.
+
+One module per command (``*_cmd.py``); each registers itself on the shared typer `app` when imported here.
+"""
+
+from __future__ import annotations
+
+from . import convert_cmd, inspect_cmd, merge_cmd  # noqa: F401  (registers the commands)
+from ._app import app, main
+
+__all__ = ["app", "main"]
