@@ -10,6 +10,7 @@ from .enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from .formats.align import load_group
 from .formats.writers import OutputItem, WriteReport, check_output, write
 from .inspection import open_and_align
+from .threads import single_threaded_ops
 
 
 def convert(
@@ -28,6 +29,11 @@ def convert(
     """Read `src`, place every key, write `dst` in `fmt` and `dtype` (auto: the source's half
     precision, see `OutputDtype`). Strict: any unplaced key is an error."""
     check_output(dst, [src], overwrite=overwrite)
+    with single_threaded_ops():  # small per-tensor work: see threads.py
+        return _convert(src, dst, fmt, arch, base, strict, allow_pickle, lossy, dtype)
+
+
+def _convert(src, dst, fmt, arch, base, strict, allow_pickle, lossy, dtype) -> WriteReport:
     file, alignment, _ = open_and_align(src, arch=arch, strict=strict, allow_pickle=allow_pickle)
     table = None if alignment.architecture == UNKNOWN_ARCH else A.get_table(alignment.architecture)
     base_model = BaseModel.open(base, table) if base else None

@@ -7,7 +7,8 @@ combination written as concatenated factors; "basis": the strategy on shared-bas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,9 +17,10 @@ import torch
 from . import strategies
 from .analysis.gram import joint_gram
 from .analysis.metrics import inner, prepare
+from .analysis.stats import GroupStats
 from .compress import factorize_dense, factorize_lowrank
 from .decide import GroupDecision
-from .enums import Progress
+from .enums import Progress, RefineLevel
 from .formats.align import add_patches
 from .inputs import Inputs
 from .patches import Dense, LowRank, Patch
@@ -42,17 +44,27 @@ class GroupResult:
 
 
 def pass2(
-    inputs: Inputs, plan: MergePlan, progress: Progress | None = None, *, threads: int = 1
+    inputs: Inputs,
+    plan: MergePlan,
+    progress: Progress | None = None,
+    *,
+    threads: int = 1,
+    stats: Mapping[str, GroupStats] | None = None,
 ) -> Iterator[GroupResult]:
-    """Every group merged, `threads` at a time, yielded in key order."""
-    keys = inputs.keys
-    for n, (key, result) in enumerate(zip(keys, ordered_map(lambda k: merge_group(inputs, plan, k), keys, threads))):
+    """Every group merged, `threads` at a time, yielded in key order. `stats` (pass 1's, optional):
+    their inner products are reused instead of recomputed from the factors."""
+    keys, stats = inputs.keys, stats or {}
+
+    def merge(key: str) -> GroupResult:
+        return merge_group(inputs, plan, key, stats.get(key))
+
+    for n, (key, result) in enumerate(zip(keys, ordered_map(merge, keys, threads))):
         if progress:
             progress("merge", key, n, len(keys))
         yield result
 
 
-def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
+def merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | None = None) -> GroupResult:
     cfg = inputs.cfg
     g = inputs.group(key)
     te, scale = g.text_encoder, plan.scale(g.text_encoder)
@@ -60,6 +72,8 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     extra = [p.scaled(cfg.inputs[i].strength(te)) for i, p in zip(g.kept, g.kept_patches)]
     decision = plan.decisions.get(key)
     gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
+    if stats is not None and not extra and tuple(stats.loras) == tuple(g.loras):
+        gram.matrix = stats.inner_matrix()  # pass 1 measured these very products
     merged: Patch | None = None
     exact = True
     coefficients: list[float] | None = []
@@ -159,10 +173,22 @@ def _basis_merge(patches: list[Patch], weights: list[float], d: GroupDecision, g
     return LowRank(out.up.float().contiguous(), out.down.float().contiguous(), 1.0, lows[0].shape)
 
 
+ROW_BLOCK_ENTRIES = 1 << 22  # entries of all LoRAs' row blocks together (16 MB of float32)
+
+
 def _dense_merge(
     patches: list[Patch], weights: list[float], d: GroupDecision, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
     shape = _common_shape(patches)
+    strategy = strategies.get(d.strategy)
+    numel = math.prod(shape)
+    if strategy.by_rows is not None and d.sparsifier is None and d.refine is RefineLevel.NONE and len(shape) > 1:
+        # row blocks: memory = the output + one ΔW_i + one block of each, however many LoRAs
+        block_rows = max(1, ROW_BLOCK_ENTRIES // (len(patches) * (numel // shape[0])))
+        readers = [_row_reader(p, shape, device) for p in patches]
+        merged = strategy.by_rows(readers, shape, weights, d.params, block_rows=block_rows)
+        if merged is not None:
+            return merged.float().cpu()
     deltas = [p.dense().reshape(shape).to(device) for p in patches]
     merged = refined_merge(
         d.strategy,
@@ -174,6 +200,15 @@ def _dense_merge(
         sparsifier=d.sparsifier,
     )
     return merged.float().cpu()
+
+
+def _row_reader(p: Patch, shape: tuple[int, ...], device: torch.device):
+    """(r0, r1) -> rows r0:r1 of ΔW (in `shape`), computed from the factors for a low-rank patch."""
+    tail = shape[1:]
+    if isinstance(p, LowRank):
+        return lambda r0, r1: ((p.up[r0:r1] * p.scale) @ p.down).reshape(r1 - r0, *tail).to(device)
+    delta = p.dense().reshape(shape)
+    return lambda r0, r1: delta[r0:r1].to(device)
 
 
 def _common_shape(patches: list[Patch]) -> tuple[int, ...]:

@@ -71,8 +71,8 @@ class MergeResult:
 
 def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
     """Pass 1 and the plan only: nothing merged, nothing written."""
-    inputs = open_inputs(cfg)
     with single_threaded_ops():
+        inputs = open_inputs(cfg)
         analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
 
@@ -91,7 +91,7 @@ def run(
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
         with single_threaded_ops():
-            merged = pass2(inputs, plan, progress, threads=threads_of(cfg))
+            merged = pass2(inputs, plan, progress, threads=threads_of(cfg), stats=analysis.stats)
             groups = [replace(g, patch=store.put(materialize(g.patch))) for g in merged]
     except BaseException:
         store.close()

@@ -101,6 +101,18 @@ class GroupStats:
     def energy(self) -> float:
         return sum(self.norms2)
 
+    def inner_matrix(self) -> torch.Tensor:
+        """[n, n] float64 matrix of ⟨ΔW_i, ΔW_j⟩ (this group's LoRAs in order), as pass 1 measured it:
+        the same numbers pass 2 would get from the same factors, so it need not compute them again."""
+        n = len(self.loras)
+        if n > 1 and len(self.pairs) != n * (n - 1) // 2:
+            raise ValueError(f"{self.key}: pass-1 statistics without every pair")
+        out = torch.diag(torch.tensor(self.norms2, dtype=torch.float64))
+        at = {lora: k for k, lora in enumerate(self.loras)}
+        for p in self.pairs:
+            out[at[p.i], at[p.j]] = out[at[p.j], at[p.i]] = p.dot
+        return out
+
 
 def group_stats(
     key: str,

@@ -47,6 +47,7 @@ class AdapterFile:
         self.path = Path(path)
         self.source = TensorSource(self.path, allow_pickle=allow_pickle)
         self.metadata = self.source.metadata
+        self._finite: set[str] = set()  # keys whose values were checked (a file is read once per pass)
         self.unparsed: list[str] = []
         self.entries: dict[str, ModuleEntry] = self._parse()
         self.peft = parse_adapter_metadata(self.metadata)
@@ -164,7 +165,7 @@ class AdapterFile:
         out = {}
         for role, key in keys.items():
             t = loaded[key]
-            if t.is_floating_point() and not torch.isfinite(t).all():
+            if key not in self._finite and t.is_floating_point() and not torch.isfinite(t).all():
                 bad = int((~torch.isfinite(t)).sum())
                 raise InputFileError(
                     self.path,
@@ -172,6 +173,7 @@ class AdapterFile:
                     key=key,
                     hint="the LoRA is broken (often an fp16 overflow in training); re-export it",
                 )
+            self._finite.add(key)
             out[role] = t
         return out
 

@@ -31,6 +31,7 @@ from ..enums import OutputFormat
 from ..errors import OutputError
 from ..patches import Dense, LowRank, Patch
 from ..spool import PatchLike, materialize, rank_of
+from ..threads import single_threaded_ops
 from ..version import TOOL_NAME, __version__
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .files import SAFETENSORS_DTYPES
@@ -89,7 +90,8 @@ def write(
     is assembled (header, then data) and renamed into place at the end."""
     fmt = OutputFormat(fmt)
     report = WriteReport(Path(path), fmt, dtype=str(dtype).removeprefix("torch."))
-    with StreamingSafetensors(Path(path), dtype) as out:
+    # per-tensor work is small: one intra-op thread (no OpenMP spinning when other processes use the cores)
+    with single_threaded_ops(), StreamingSafetensors(Path(path), dtype) as out:
         extra_meta = _build(items, table, fmt, report, lossy, out.add)
         report.widened = list(out.widened)
         if not out.count:
@@ -200,9 +202,9 @@ class StreamingSafetensors:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(struct.pack("<Q", len(text)) + text)
+                out.flush()
                 self._data.flush()
-                self._data.seek(0)
-                shutil.copyfileobj(self._data, out, 16 << 20)
+                _copy_data(self._data, out, self._end)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
@@ -217,6 +219,21 @@ class StreamingSafetensors:
     def __exit__(self, *exc) -> None:
         self._data.close()
         self._data_path.unlink(missing_ok=True)
+
+
+def _copy_data(src, dst, size: int) -> None:
+    """Append the first `size` bytes of file `src` to file `dst` (both flushed): in the kernel where
+    the platform can (`os.sendfile`), else through a buffer."""
+    if hasattr(os, "sendfile"):
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(dst.fileno(), src.fileno(), offset, size - offset)
+            if sent == 0:
+                raise OSError(f"{src.name}: short read while assembling the output")
+            offset += sent
+        return
+    src.seek(0)
+    shutil.copyfileobj(src, dst, 16 << 20)
 
 
 def _refuse_duplicates(items: list[OutputItem]) -> list[OutputItem]:

@@ -37,8 +37,14 @@ BUILTIN: tuple[Strategy, ...] = (
         scale_invariant=True,
     ),
     Strategy("consensus", spherical.consensus, linear.NoParams, averaging=True, basis_space=True, scale_invariant=True),
-    Strategy("ties", ties.ties, ties.TiesParams, basis_space=True),
-    Strategy("magnitude_prune", ties.magnitude_prune, ties.MagnitudePruneParams, basis_space=True),
+    Strategy("ties", ties.ties, ties.TiesParams, basis_space=True, by_rows=ties.ties_by_rows),
+    Strategy(
+        "magnitude_prune",
+        ties.magnitude_prune,
+        ties.MagnitudePruneParams,
+        basis_space=True,
+        by_rows=ties.magnitude_prune_by_rows,
+    ),
     Strategy("ziplora", ziplora.ziplora, ziplora.ZipLoraParams, min_inputs=2, max_inputs=2, elementwise=False),
 )
 

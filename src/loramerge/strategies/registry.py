@@ -59,6 +59,10 @@ class Strategy:
             (`merge_in_basis`), giving an exactly low-rank result.
         scale_invariant: scaling every weight by c > 0 leaves the result unchanged (averages):
             strength multipliers, auto-strength included, have no effect on such a group.
+        by_rows: the same merge computed a block of output rows at a time from row-block readers
+            of the inputs, ``by_rows(blocks, shape, weights, params, block_rows=...)``, or None
+            where ``params`` need whole tensors; the engine uses it on large dense groups so that
+            memory does not grow with the number of LoRAs.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Strategy:
     coefficients: CoefficientsFn | None = None
     basis_space: bool = False
     scale_invariant: bool = False
+    by_rows: Callable[..., torch.Tensor | None] | None = None
 
     @property
     def linear(self) -> bool:

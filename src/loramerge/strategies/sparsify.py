@@ -8,6 +8,7 @@ order, and then moved: results are identical on every device and do not depend o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,19 +49,40 @@ def magnitude_trim(t: torch.Tensor, density: float) -> torch.Tensor:
     largest magnitude is not tied; found in linear time with ``kthvalue`` (a full top-k of a
     37M-entry FLUX weight takes seconds). Entries tied at the threshold are kept in index order.
     """
-    if density >= 1.0:
-        return t.clone()
-    k = int(density * t.numel())
-    if k <= 0:
-        return torch.zeros_like(t)
-    mag = t.abs().reshape(-1)
-    threshold = torch.kthvalue(mag, mag.numel() - k + 1).values
-    keep = mag > threshold
-    missing = k - int(keep.sum())
-    if missing > 0:
-        tied = torch.nonzero(mag == threshold).reshape(-1)[:missing]
-        keep[tied] = True
-    return torch.where(keep.reshape(t.shape), t, torch.zeros_like(t))
+    return TrimThreshold.of(t, density).apply(t)
+
+
+@dataclass
+class TrimThreshold:
+    """The magnitude trim of one tensor as a rule that applies to its rows in order: keep entries
+    above `value`, and the first `tied` entries equal to it (index order). Applying it to the row
+    blocks of a tensor one after another keeps exactly the entries `magnitude_trim` keeps."""
+
+    value: float | None  # None: keep everything (density 1)
+    tied: int  # entries at the threshold still to keep
+
+    @classmethod
+    def of(cls, t: torch.Tensor, density: float) -> TrimThreshold:
+        if density >= 1.0:
+            return cls(None, 0)
+        k = int(density * t.numel())
+        if k <= 0:
+            return cls(math.inf, 0)
+        mag = t.abs().reshape(-1)
+        threshold = float(torch.kthvalue(mag, mag.numel() - k + 1).values)
+        return cls(threshold, k - int((mag > threshold).sum()))
+
+    def apply(self, block: torch.Tensor) -> torch.Tensor:
+        """`block` (the next rows of the tensor) trimmed; the tie budget is used up as it goes."""
+        if self.value is None:
+            return block.clone()
+        mag = block.abs().reshape(-1)
+        keep = mag > self.value
+        if self.tied > 0:
+            tied = torch.nonzero(mag == self.value).reshape(-1)[: self.tied]
+            keep[tied] = True
+            self.tied -= int(tied.numel())
+        return torch.where(keep.reshape(block.shape), block, torch.zeros_like(block))
 
 
 def _rescaled(t: torch.Tensor, keep_prob: torch.Tensor, draw: torch.Tensor, dampening: float) -> torch.Tensor:

@@ -6,13 +6,14 @@ TIES, DARE-TIES and DELLA-TIES are one algorithm with a different first step:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from loramerge.strategies._common import check_fraction, contributions
 from loramerge.strategies.signs import SignMethod, disjoint_mean, elect_agreement
-from loramerge.strategies.sparsify import Sparsifier, SparsifyParams, sparsify
+from loramerge.strategies.sparsify import Sparsifier, SparsifyParams, TrimThreshold, sparsify
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,53 @@ def magnitude_prune(deltas, weights, params: MagnitudePruneParams, *, generator)
     """
     pruned = sparsify(deltas, weights, SparsifyParams(Sparsifier.MAGNITUDE, params.density), generator=generator)
     return contributions(pruned, weights).sum(dim=0)
+
+
+RowBlock = Callable[[int, int], torch.Tensor]  # (r0, r1) -> rows r0:r1 of one ΔW_i, float32
+
+
+def ties_by_rows(
+    blocks: Sequence[RowBlock], shape: tuple[int, ...], weights, params: TiesParams, *, block_rows: int
+) -> torch.Tensor | None:
+    """`ties` with the magnitude trim, computed `block_rows` output rows at a time.
+
+    Each ΔW_i is whole in memory once, alone, to find its trim threshold (`TrimThreshold`); then
+    every step works on row blocks: the trim, the sign election and the disjoint mean are per
+    entry (per row when ``columnwise``), so the result equals ``ties`` on the whole tensors while
+    memory holds the output, one ΔW_i, and one block of every ΔW_i — not n whole deltas.
+    None with a DARE/DELLA trim (they draw one whole-tensor random field per delta)."""
+    if params.sparsifier is not Sparsifier.MAGNITUDE:
+        return None
+    trims = _thresholds(blocks, shape[0], params.density)
+    return _assemble(shape, block_rows, lambda r0, r1: sign_merge(_trimmed(trims, blocks, r0, r1), weights, params))
+
+
+def magnitude_prune_by_rows(
+    blocks: Sequence[RowBlock], shape: tuple[int, ...], weights, params: MagnitudePruneParams, *, block_rows: int
+) -> torch.Tensor:
+    """`magnitude_prune` computed `block_rows` rows at a time (see `ties_by_rows`)."""
+    trims = _thresholds(blocks, shape[0], params.density)
+    return _assemble(shape, block_rows, lambda r0, r1: contributions(_trimmed(trims, blocks, r0, r1), weights).sum(0))
+
+
+def _thresholds(blocks: Sequence[RowBlock], rows: int, density: float) -> list[TrimThreshold]:
+    """Each ΔW_i's trim threshold, one whole ΔW_i in memory at a time."""
+    return [TrimThreshold.of(block(0, rows), density) for block in blocks]
+
+
+def _trimmed(thresholds: list[TrimThreshold], blocks: Sequence[RowBlock], r0: int, r1: int) -> list[torch.Tensor]:
+    return [t.apply(block(r0, r1)) for t, block in zip(thresholds, blocks)]
+
+
+def _assemble(shape: tuple[int, ...], block_rows: int, merge_rows: RowBlock) -> torch.Tensor:
+    """The [shape] result of `merge_rows` over consecutive row blocks, in order (the trims' tie
+    budgets are used up in index order)."""
+    out: torch.Tensor | None = None
+    for r0 in range(0, shape[0], block_rows):
+        r1 = min(shape[0], r0 + block_rows)
+        part = merge_rows(r0, r1)
+        if out is None:
+            out = torch.empty(shape, dtype=part.dtype, device=part.device)
+        out[r0:r1] = part
+    assert out is not None, "an empty tensor has no rows to merge"
+    return out
