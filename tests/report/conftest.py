@@ -40,8 +40,19 @@ def example(tmp_path_factory) -> ExampleMerge:
     pytest.importorskip("matplotlib", reason="the HTML report needs the 'report' extra (matplotlib)")
     folder = tmp_path_factory.mktemp("example")
     html, js, lora = folder / "report.html", folder / "report.json", folder / "merged.safetensors"
-    cmd = [sys.executable, "-m", "loramerge.cli", "merge", *readme_merge_args(), "-o", str(lora),
-           "--report-html", str(html), "--report-json", str(js)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loramerge.cli",
+        "merge",
+        *readme_merge_args(),
+        "-o",
+        str(lora),
+        "--report-html",
+        str(html),
+        "--report-json",
+        str(js),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return ExampleMerge(Report.model_validate_json(js.read_text()), html, lora, proc.stdout)

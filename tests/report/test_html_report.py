@@ -18,7 +18,9 @@ from .conftest import ROOT, readme_merge_args
 
 matplotlib = pytest.importorskip("matplotlib", reason="the HTML report needs the 'report' extra (matplotlib)")
 
-CELL = re.compile(r'<g id="(?P<id>[a-z_]+-\d+)"><title>(?P<title>[^<]*)</title>\s*<path d="[^"]*"[^>]*style="fill: (?P<fill>#[0-9a-f]{6})')
+CELL = re.compile(
+    r'<g id="(?P<id>[a-z_]+-\d+)"><title>(?P<title>[^<]*)</title>\s*<path d="[^"]*"[^>]*style="fill: (?P<fill>#[0-9a-f]{6})'
+)
 
 
 def cells(html: str, prefix: str) -> dict[int, tuple[str, str]]:
@@ -53,8 +55,10 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("metric, label", [("effective_conflict", "effective conflict"), ("cosine", "cosine"),
-                                           ("subspace_overlap", "subspace overlap")])
+@pytest.mark.parametrize(
+    "metric, label",
+    [("effective_conflict", "effective conflict"), ("cosine", "cosine"), ("subspace_overlap", "subspace overlap")],
+)
 def test_one_heatmap_cell_per_group_with_its_value(example, metric, label):
     found = cells(example.html, metric)
     groups = example.report.groups
@@ -92,15 +96,20 @@ def test_rows_are_the_model_blocks_in_order(example):
     rows = block_rows(example.report.architecture, example.report.groups)
     names = [r.name for r in rows]
     # SDXL's UNet: 9 input blocks, the middle block, 9 output blocks; untouched blocks stay as empty rows
-    expected_in_order = [f"input_blocks.{i}" for i in range(9)] + ["middle_block.1"] + [
-        f"output_blocks.{i}" for i in range(9)]
+    expected_in_order = (
+        [f"input_blocks.{i}" for i in range(9)] + ["middle_block.1"] + [f"output_blocks.{i}" for i in range(9)]
+    )
     assert [n for n in names if n in expected_in_order] == expected_in_order
     sizes = {r.name: len(r.groups) for r in rows}
     assert sizes["input_blocks.4"] == 16 and sizes["input_blocks.7"] == 32 and sizes["output_blocks.5"] == 16
     assert sizes["input_blocks.0"] == 0 and sum(sizes.values()) == 272
     order = [g.key for g in next(r for r in rows if r.name == "input_blocks.4").groups][:4]
-    assert [k.rsplit(".", 2)[-2:] for k in order] == [["attn1", "to_q"], ["attn1", "to_k"], ["attn1", "to_v"],
-                                                      ["to_out", "0"]]  # the table's module order
+    assert [k.rsplit(".", 2)[-2:] for k in order] == [
+        ["attn1", "to_q"],
+        ["attn1", "to_k"],
+        ["attn1", "to_v"],
+        ["to_out", "0"],
+    ]  # the table's module order
 
 
 def test_retention_bars_are_block_means(example):
@@ -108,8 +117,11 @@ def test_retention_bars_are_block_means(example):
     rows = block_rows(report.architecture, report.groups)
     r = next(i for i, row in enumerate(rows) if row.name == "output_blocks.1")
     for k, lora in enumerate(report.loras):
-        values = [g.retention[lora.name] for g in report.groups
-                  if g.key.startswith("diffusion_model.output_blocks.1.") and lora.name in g.retention and g.n_loras > 1]
+        values = [
+            g.retention[lora.name]
+            for g in report.groups
+            if g.key.startswith("diffusion_model.output_blocks.1.") and lora.name in g.retention and g.n_loras > 1
+        ]
         title = re.search(rf'<g id="retention-{k}-{r}"><title>([^<]*)</title>', example.html)
         if not values:
             assert title is None
@@ -144,8 +156,10 @@ def test_self_contained(example):
 
 def test_same_report_same_bytes_in_another_process(example, tmp_path):
     again = tmp_path / "again.html"
-    code = ("import sys; from loramerge.report.model import Report; "
-            "Report.model_validate_json(open(sys.argv[1]).read()).save_html(sys.argv[2])")
+    code = (
+        "import sys; from loramerge.report.model import Report; "
+        "Report.model_validate_json(open(sys.argv[1]).read()).save_html(sys.argv[2])"
+    )
     js = tmp_path / "r.json"
     js.write_text(example.report.to_json())
     subprocess.run([sys.executable, "-c", code, str(js), str(again)], check=True)

@@ -91,46 +91,59 @@ def render_text(
         say(Text.assemble("wrote ", plain(out.path), f" ({out.format}, {out.dtype})"))
 
 
+NARROW_DROP = ("error", "rank", "overlap", "cos")  # left out, in this order, where a terminal is too narrow
+
+
 def _groups_table(report: Report, console: Console, piped: bool, max_groups: int, sort: ReportSort | str) -> None:
     multi = sorted_groups([g for g in report.groups if g.n_loras > 1], sort)
     if not multi:
         return
+    shown = multi[:max_groups]
     names = [lora.name for lora in report.loras if any(lora.name in g.retention for g in multi)]
-    rows = []
-    for g in multi[:max_groups]:
-        rows.append(
-            [
-                g.strategy,
-                _f(g.effective_conflict),
-                _f(g.cosine, "{:+.2f}"),
-                _f(g.subspace_overlap),
-                *(_f(g.retention.get(n)) if n in g.retention else "" for n in names),
-                str(g.rank),
-                ("0" if g.compression_error == 0 else _f(g.compression_error, "{:.1e}")),
-            ]
-        )
-    head = ["strategy", "conflict", "cos", "overlap", *names, "rank", "error"]
-    cells = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    widths = [max(c, len(h)) for c, h in zip(cells, head)]
-    keys = [short_key(g.key) for g in multi[: len(rows)]]
-    spare = console.width - 2 * len(head) - 2  # what the key column can have beside the others
-    if spare - sum(widths) < MIN_KEY_WIDTH:
-        widths = cells  # a narrow terminal: headers fold, values and keys never do
-    key_width = min(max(map(len, keys)), max(MIN_KEY_WIDTH, spare - sum(widths)))
+    columns: dict[str, list[str]] = {
+        "strategy": [g.strategy for g in shown],
+        "conflict": [_f(g.effective_conflict) for g in shown],
+        "cos": [_f(g.cosine, "{:+.2f}") for g in shown],
+        "overlap": [_f(g.subspace_overlap) for g in shown],
+        **{n: [_f(g.retention.get(n)) if n in g.retention else "" for g in shown] for n in names},
+        "rank": [str(g.rank) for g in shown],
+        "error": ["0" if g.compression_error == 0 else _f(g.compression_error, "{:.1e}") for g in shown],
+    }
+    keys = [short_key(g.key) for g in shown]
+    key_width, dropped = max(map(len, keys)), []
+    widths = {c: max(len(c), *map(len, v)) for c, v in columns.items()}
+    if not piped:
+        key_width, widths, dropped = _fit(console.width, key_width, columns)
+    title = f"groups with 2+ LoRAs ({len(multi)}; first {len(shown)}, by {ReportSort(sort).value}; retention by LoRA"
     t = Table(
-        title=f"groups with 2+ LoRAs ({len(multi)}; first {len(rows)}, by {ReportSort(sort).value}; "
-        "retention columns by LoRA)",
+        title=title + (f"; narrow terminal: {', '.join(dropped)} left out)" if dropped else ")"),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
     t.add_column("key", no_wrap=True, overflow="ellipsis", width=None if piped else key_width)  # never folded
-    for col, width in zip(head, widths):
+    for col, width in widths.items():
         t.add_column(plain(col), width=width, overflow="fold", justify="left" if col == "strategy" else "right")
-    for key, row in zip(keys, rows):
-        t.add_row(plain(key if piped else fit_middle(key, key_width)), *row)
+    for i, key in enumerate(keys):
+        t.add_row(plain(key if piped else fit_middle(key, key_width)), *(columns[c][i] for c in widths))
     _print_table(console, t, piped)
+
+
+def _fit(width: int, longest_key: int, columns: dict[str, list[str]]) -> tuple[int, dict[str, int], list[str]]:
+    """Column widths for a terminal `width` wide: whole headers if they fit, else folded headers, else fewer
+    columns (`NARROW_DROP`); the key column gets the rest (at least `MIN_KEY_WIDTH`)."""
+    cells = {c: max(map(len, v)) for c, v in columns.items()}
+    dropped: list[str] = []
+    while True:
+        spare = width - 2 * len(cells) - 2  # what the key column can have beside the others
+        whole = {c: max(w, len(c)) for c, w in cells.items()}
+        if spare - sum(whole.values()) >= MIN_KEY_WIDTH:
+            return min(longest_key, spare - sum(whole.values())), whole, dropped
+        if spare - sum(cells.values()) >= MIN_KEY_WIDTH or len(dropped) == len(NARROW_DROP):
+            return min(longest_key, max(MIN_KEY_WIDTH, spare - sum(cells.values()))), cells, dropped
+        dropped.append(NARROW_DROP[len(dropped)])
+        del cells[dropped[-1]]
 
 
 def _print_table(console: Console, table: Table, piped: bool) -> None:
