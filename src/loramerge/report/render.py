@@ -110,7 +110,7 @@ def _groups_table(report: Report, console: Console, piped: bool, max_groups: int
         "error": ["0" if g.compression_error == 0 else _f(g.compression_error, "{:.1e}") for g in shown],
     }
     keys = [short_key(g.key) for g in shown]
-    key_width, dropped = max(map(len, keys)), []
+    key_width, dropped = max(map(len, keys)), list[str]()
     widths = {c: max(len(c), *map(len, v)) for c, v in columns.items()}
     if not piped:
         key_width, widths, dropped = _fit(console.width, key_width, columns)
