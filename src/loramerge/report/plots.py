@@ -31,8 +31,9 @@ def require_matplotlib() -> None:
         ) from exc
 
 
-def _svg(fig, salt: str, titles: dict[str, str]) -> str:
-    """The figure as an inline ``<svg>`` element, with a ``<title>`` added to each id in `titles`."""
+def _svg(fig, salt: str, titles: dict[str, str], cells: tuple[str, list[str]] | None = None) -> str:
+    """The figure as an inline ``<svg>`` element. Each element whose id is in `titles` gets that ``<title>``;
+    `cells` = (collection id, cell ids): the collection's paths, in order, become ``<g id=cell>`` each."""
     import matplotlib
 
     buf = io.StringIO()
@@ -40,6 +41,15 @@ def _svg(fig, salt: str, titles: dict[str, str]) -> str:
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = text[text.index("<svg") :]
+    if cells is not None:
+        group, ids = cells
+        start = text.index(f'<g id="{group}">') + len(f'<g id="{group}">')
+        paths = list(re.finditer(r"<path [^>]*/>", text[start:]))[: len(ids)]
+        out, at = [text[:start]], start
+        for cell, m in zip(ids, paths):
+            out += [text[at : start + m.start()], f'<g id="{cell}">', m.group(0), "</g>"]
+            at = start + m.end()
+        text = "".join(out) + text[at:]
 
     def titled(m: re.Match) -> str:
         title = titles.get(m.group(1))
@@ -75,15 +85,22 @@ def _grid(rows: Sequence[BlockRow], title: str):
 
 
 def _cells(ax, rows: Sequence[BlockRow], index: dict[str, int], prefix: str, color: Callable[[GroupRow], str], cols):
+    """One rectangle per group, drawn as one collection (fast); returns (collection id, cell ids in order)."""
+    from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
+    empty = [Rectangle((0, y + 0.1), cols, 0.8) for y, row in enumerate(rows) if not row.groups]
+    ax.add_collection(PatchCollection(empty, facecolors=EMPTY_ROW, edgecolors="none"), autolim=False)
+    rects, colours, ids = [], [], []
     for y, row in enumerate(rows):
-        if not row.groups:
-            ax.add_patch(Rectangle((0, y + 0.1), cols, 0.8, facecolor=EMPTY_ROW, edgecolor="none"))
         for x, g in enumerate(row.groups):
-            cell = Rectangle((x + 0.05, y + 0.1), 0.9, 0.8, facecolor=color(g), edgecolor="none")
-            cell.set_gid(f"{prefix}-{index[g.key]}")
-            ax.add_patch(cell)
+            rects.append(Rectangle((x + 0.05, y + 0.1), 0.9, 0.8))
+            colours.append(color(g))
+            ids.append(f"{prefix}-{index[g.key]}")
+    collection = PatchCollection(rects, facecolors=colours, edgecolors="none")
+    collection.set_gid(f"{prefix}-cells")
+    ax.add_collection(collection, autolim=False)
+    return f"{prefix}-cells", ids
 
 
 def heatmap(report: Report, rows: Sequence[BlockRow], metric: str, label: str, cmap: str, lo: float, hi: float) -> str:
@@ -100,7 +117,7 @@ def heatmap(report: Report, rows: Sequence[BlockRow], metric: str, label: str, c
         return NO_VALUE if value is None else to_hex(colors(norm(value)))
 
     fig, ax, cols = _grid(rows, f"{label} per group, by block (grey: one LoRA)")
-    _cells(ax, rows, index, metric, color, cols)
+    cells = _cells(ax, rows, index, metric, color, cols)
     width = fig.get_figwidth()
     cax = fig.add_axes((1 - 0.9 / width, 0.3 / fig.get_figheight(), 0.15 / width, 0.6))
     fig.colorbar(ScalarMappable(norm, colors), cax=cax)
@@ -109,7 +126,7 @@ def heatmap(report: Report, rows: Sequence[BlockRow], metric: str, label: str, c
         f"{metric}-{i}": f"{g.key}: {label} {'-' if getattr(g, metric) is None else f'{getattr(g, metric):.3f}'}"
         for i, g in enumerate(report.groups)
     }
-    return _svg(fig, metric, titles)
+    return _svg(fig, metric, titles, cells)
 
 
 STRATEGY_PALETTE = "tab10"
@@ -132,11 +149,11 @@ def strategy_map(report: Report, rows: Sequence[BlockRow]) -> str:
     colors = strategy_colors(report)
     index = {g.key: i for i, g in enumerate(report.groups)}
     fig, ax, cols = _grid(rows, "strategy chosen per group, by block")
-    _cells(ax, rows, index, "strategy", lambda g: colors[g.strategy], cols)
+    cells = _cells(ax, rows, index, "strategy", lambda g: colors[g.strategy], cols)
     handles = [Patch(facecolor=c, label=n) for n, c in colors.items()]
     fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     titles = {f"strategy-{i}": f"{g.key}: {g.strategy} ({g.reason})" for i, g in enumerate(report.groups)}
-    return _svg(fig, "strategy", titles)
+    return _svg(fig, "strategy", titles, cells)
 
 
 def block_retention(report: Report, rows: Sequence[BlockRow]) -> tuple[dict[str, dict[str, float]], str]:
