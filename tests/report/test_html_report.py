@@ -194,3 +194,23 @@ def test_cli_refuses_before_any_work(tmp_path, case):
     message = "pip install 'loramerge[report]'" if case == "no_matplotlib" else "nowhere does not exist"
     assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
     assert list(tmp_path.rglob("*")) == []  # nothing written, not even the LoRA
+
+
+def test_analysis_report_has_the_heatmaps_and_says_why_there_is_no_retention(tmp_path):
+    """`analyze --report-html`: nothing merged, so no retention; the page is whole and matplotlib warns of nothing."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from loramerge.cli import app
+
+    html = tmp_path / "analysis.html"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = CliRunner().invoke(app, ["analyze", *readme_merge_args(), "--report-html", str(html), "-q"])
+    assert result.exit_code == 0, result.output
+    page = html.read_text()
+    report = Report.model_validate_json(CliRunner().invoke(app, ["analyze", *readme_merge_args(), "--json"]).output)
+    assert len(cells(page, "cosine")) == len(report.groups) == 272
+    assert "no retention: a merge measures it" in page and 'id="retention-' not in page
+    assert " · wrote " not in page  # nothing was written

@@ -23,6 +23,7 @@ from .layout import block_rows
 from .model import Report
 from .summary import cancelled, short_key, sorted_groups
 
+NO_RETENTION = "<p>no retention: a merge measures it (this report is of an analysis, or no group has 2+ LoRAs)</p>"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 HEATMAPS = (  # GroupRow field, label, colour map, fixed scale
     ("effective_conflict", "effective conflict", "Reds", 0.0, 1.0),
@@ -148,6 +149,7 @@ def to_html(report: Report, *, sort: ReportSort | str = ReportSort.CONFLICT) -> 
     rows = block_rows(report.architecture, report.groups)
     figures = "".join(f'<div class="fig">{plots.heatmap(report, rows, *spec)}</div>' for spec in HEATMAPS)
     _, retention = plots.block_retention(report, rows)
+    bars = f'<div class="fig">{retention}</div>' if retention else NO_RETENTION
     out = report.output
     wrote = f" · wrote {escape(out.path)} ({escape(out.format)}, {escape(out.dtype)})" if out else ""
     title = f"loramerge report: {', '.join(lora.name for lora in report.loras)}"
@@ -161,7 +163,7 @@ def to_html(report: Report, *, sort: ReportSort | str = ReportSort.CONFLICT) -> 
         + _summary(report)
         + _section("heatmaps", "Interference per group", figures)
         + _section("strategies", "Strategies", f'<div class="fig">{plots.strategy_map(report, rows)}</div>')
-        + _section("retention", "Retention per block", f'<div class="fig">{retention}</div>')
+        + _section("retention", "Retention per block", bars)
         + _auto_strength(report)
         + _pairs(report)
         + _section("recipe", "Recipe", f"<pre>{escape(recipe_yaml(report))}</pre>")

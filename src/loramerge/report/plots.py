@@ -156,8 +156,9 @@ def strategy_map(report: Report, rows: Sequence[BlockRow]) -> str:
     return _svg(fig, "strategy", titles, cells)
 
 
-def block_retention(report: Report, rows: Sequence[BlockRow]) -> tuple[dict[str, dict[str, float]], str]:
-    """Per block and LoRA, the mean retention over the block's groups of 2+ LoRAs; and its bar chart."""
+def block_retention(report: Report, rows: Sequence[BlockRow]) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Per block and LoRA, the mean retention over the block's groups of 2+ LoRAs; and its bar chart (None when
+    no group has a retention: an analysis, or no group of 2+ LoRAs)."""
     from matplotlib import colormaps
 
     from .build import GROUP_RETENTION_WARNING
@@ -169,8 +170,10 @@ def block_retention(report: Report, rows: Sequence[BlockRow]) -> tuple[dict[str,
             if values:
                 means.setdefault(row.name, {})[lora.name] = sum(values) / len(values)
     shown = [(r, row.name) for r, row in enumerate(rows) if row.name in means]
+    if not shown:  # an analysis (nothing merged), or no group of 2+ LoRAs
+        return means, None
     n = max(len(report.loras), 1)
-    height = 1.0 + max(len(shown), 1) * (0.12 * n + 0.1)
+    height = 1.0 + len(shown) * (0.12 * n + 0.1)
     fig = _figure(9.5, height)
     ax = fig.add_axes((2.2 / 9.5, 0.5 / height, 5.0 / 9.5, (height - 0.85) / height))
     palette = colormaps["tab10"]
