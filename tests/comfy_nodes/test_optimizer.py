@@ -85,6 +85,23 @@ def test_saved_file_loads_identically_in_comfyui(pack, host, loras, pair_output)
     assert loramerge.load_recipe(path).inputs[0].name == "sdxl_peft_diffusers.safetensors"
 
 
+def test_save_without_matplotlib_saves_the_lora_and_says_why_there_is_no_report(pack, pair_output, loras, monkeypatch):
+    import sys
+
+    _, _, _, data = pair_output
+    (loras / "merged").mkdir(exist_ok=True)
+    (loras / "merged" / "pair_nohtml.html").write_text("stale")
+    kept = pack.SaveMergedLora().save(data, "merged/pair_nohtml", "kohya", 0, 0.0, False)["ui"]["text"]
+    assert kept[-1].startswith("warning: report not written: ") and "exists (turn on overwrite" in kept[-1]
+    assert (loras / "merged" / "pair_nohtml.html").read_text() == "stale"  # not replaced without overwrite
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = pack.SaveMergedLora().save(data, "merged/pair_nohtml", "kohya", 0, 0.0, True)
+    assert (loras / "merged" / "pair_nohtml.safetensors").exists()
+    assert out["ui"]["text"][-1].startswith("warning: report not written: the HTML report needs matplotlib")
+    assert "pip install 'loramerge[report]'" in out["ui"]["text"][-1]
+    assert (loras / "merged" / "pair_nohtml.html").read_text() == "stale"
+
+
 def test_save_in_a_format_comfyui_does_not_fully_load_warns(pack, pair_output, loras):
     _, _, _, data = pair_output
     text = pack.SaveMergedLora().save(data, "merged/pair_diffusers", "diffusers", 0, 0.0, True)["ui"]["text"]
