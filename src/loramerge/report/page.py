@@ -10,6 +10,7 @@ The page's Content-Security-Policy forbids any fetch, so a browser shows it offl
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from html import escape
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
+def _table(head: list[str], rows: list[list[str]], numeric: Collection[int] = ()) -> str:
     """An HTML table; every cell is escaped here."""
 
     def cells(tag: str, values: list[str]) -> str:
