@@ -235,7 +235,10 @@ class SaveMergedLora:
     RETURN_NAMES = ("path",)
     FUNCTION = "save"
     OUTPUT_NODE = True
-    DESCRIPTION = "Saves the merged LoRA (with its recipe in the header) into the loras folder."
+    DESCRIPTION = (
+        "Saves the merged LoRA (with its recipe in the header) into the loras folder, and its HTML report "
+        "beside it (same name, .html; needs matplotlib)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -296,9 +299,25 @@ class SaveMergedLora:
             )
         advice = format_advice(written.format, result.inputs.architecture, clients=SAVE_ADVICE_CLIENTS, style="node")
         lines += [f"warning: {line}" for line in advice]
+        lines.append(_save_report_html(result.report.model_copy(update={"output": written}), path, overwrite))
         for line in lines[1:]:
-            log.warning("Save Merged LoRA: %s", line.removeprefix("warning: "))
+            if line.startswith("warning: "):
+                log.warning("Save Merged LoRA: %s", line.removeprefix("warning: "))
         return {"ui": {"text": lines}, "result": (str(path),)}
+
+
+def _save_report_html(report: Report, lora_path, overwrite: bool) -> str:
+    """The HTML report next to the saved LoRA (``name.html``); a warning line instead when it cannot be."""
+    from loramerge.errors import LoraMergeError
+
+    html_path = lora_path.with_suffix(".html")
+    if html_path.exists() and not overwrite:
+        return f"warning: report not written: {html_path} exists (turn on overwrite to replace it)"
+    try:
+        report.save_html(html_path)
+    except LoraMergeError as exc:  # matplotlib missing: the LoRA is saved all the same
+        return f"warning: report not written: {exc}"
+    return f"report {html_path}"
 
 
 class ConflictAnalysis:

@@ -94,3 +94,14 @@ class RefineLevel(str, Enum):
     NONE = "none"  # no refinement
     REFINE = "refine"  # TALL-masks + orthogonalization, column-wise TIES voting
     FULL = "full"  # refine + KnOTS
+
+
+class ReportSort(str, Enum):
+    """Order of the group table in the text and HTML reports (`--sort`)."""
+
+    CONFLICT = "conflict"  # effective sign conflict, highest first (groups without it last)
+    KEY = "key"  # canonical key
+    STRATEGY = "strategy"  # strategy name, then conflict
+    COSINE = "cosine"  # most opposing (lowest cosine) first
+    OVERLAP = "overlap"  # subspace overlap, highest first
+    RETENTION = "retention"  # the lowest retention of any LoRA in the group first

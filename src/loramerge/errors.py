@@ -52,3 +52,7 @@ class OutputError(LoraMergeError):
 
 class UnknownNameError(LoraMergeError, ValueError):
     """An unknown architecture, preset or similar name; the message lists the known ones."""
+
+
+class MissingExtraError(LoraMergeError):
+    """A feature needs an optional dependency that is not installed; the message names the extra."""

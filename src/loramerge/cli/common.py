@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from ..enums import ReportSort
 from ..options import AUTO, BY_FIELD, OPTIONS, OptionSpec
 from ._app import CURRENT_CLIENTS, console, err
 
@@ -142,10 +143,38 @@ def with_inputs_options(cfg, preserve, include, exclude):
     return cfg.model_copy(update={"inputs": tuple(inputs)})
 
 
-def emit_report(report: Report, report_json: Path | None, quiet: bool) -> None:
+ReportHtmlOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--report-html",
+        help="Write the report as one self-contained HTML page here (heatmaps, strategies, retention; "
+        "needs the 'report' extra: pip install 'loramerge[report]').",
+    ),
+]
+SortOpt = Annotated[ReportSort, typer.Option("--sort", help="Order of the group table in the text and HTML reports.")]
+
+
+def check_report_html(report_html: Path | None) -> None:
+    """Before any work: the HTML report can be written (matplotlib installed, the folder exists)."""
+    if report_html is not None:
+        from ..report.page import check_html_target
+
+        check_html_target(report_html)
+
+
+def emit_report(
+    report: Report,
+    report_json: Path | None,
+    quiet: bool,
+    *,
+    report_html: Path | None = None,
+    sort: ReportSort = ReportSort.CONFLICT,
+) -> None:
     from ..report import render_text
 
     if report_json is not None:
         report_json.write_text(report.to_json())
+    if report_html is not None:
+        report.save_html(report_html, sort=sort.value)
     if not quiet:
-        render_text(report, console)
+        render_text(report, console, sort=sort)

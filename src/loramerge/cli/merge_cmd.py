@@ -7,11 +7,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..enums import ReportSort
 from ._app import OverwriteOpt, app, console
 from .common import (
     LorasArg,
+    ReportHtmlOpt,
+    SortOpt,
     advise,
     build_config,
+    check_report_html,
     emit_report,
     normalised,
     progress_bar,
@@ -37,6 +41,8 @@ def merge(
         Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")
     ] = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
+    report_html: ReportHtmlOpt = None,
+    sort: SortOpt = ReportSort.CONFLICT,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Merge and report, write no LoRA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no report on the terminal.")] = False,
     overwrite: OverwriteOpt = False,
@@ -48,10 +54,11 @@ def merge(
     if out is None and not dry_run:
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
     cfg = with_inputs_options(build_config(loras, recipe, normalised(options)), preserve, include, exclude)
+    check_report_html(report_html)
     with progress_bar(quiet) as progress:
         result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
     with result:
-        emit_report(result.report, report_json, quiet)
+        emit_report(result.report, report_json, quiet, report_html=report_html, sort=sort)
         if result.report.output is not None:
             warn_widened(result.report.output.widened)
             advise(result.report.output.format, result.inputs.architecture)
@@ -62,18 +69,23 @@ def merge(
 def analyze(
     loras: LorasArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan and statistics as JSON.")] = False,
+    report_html: ReportHtmlOpt = None,
+    sort: SortOpt = ReportSort.CONFLICT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     **options: Any,
 ) -> None:
-    """Run pass 1 and the plan only: statistics and decisions per group; writes nothing."""
+    """Run pass 1 and the plan only: statistics and decisions per group; writes no LoRA."""
     from ..api import analyze as run_analyze
 
     cfg = build_config(loras, None, normalised(options))
+    check_report_html(report_html)
     with progress_bar(quiet or as_json) as progress:
         report = run_analyze(cfg, progress=progress).report()
     if as_json:
         print(report.to_json())
-    else:
+    if report_html is not None:
+        report.save_html(report_html, sort=sort.value)
+    if not (as_json or quiet):
         from ..report import render_text
 
-        render_text(report, console)
+        render_text(report, console, sort=sort)

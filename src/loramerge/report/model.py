@@ -7,6 +7,8 @@ test keeps it current). Numbers are rounded to 6 decimals; non-finite values bec
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -100,6 +102,18 @@ class Report(_Frozen):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_html(self, *, sort: str = "conflict") -> str:
+        """The report as one self-contained HTML page (needs the ``report`` extra: matplotlib)."""
+        from .page import to_html
+
+        return to_html(self, sort=sort)
+
+    def save_html(self, path: str | os.PathLike, *, sort: str = "conflict") -> Path:
+        """Write `to_html()` to `path` atomically; returns the path."""
+        from .page import save_html
+
+        return save_html(self, path, sort=sort)
 
 
 def schema_json() -> str:
