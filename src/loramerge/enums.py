@@ -94,3 +94,12 @@ class RefineLevel(str, Enum):
     NONE = "none"  # no refinement
     REFINE = "refine"  # TALL-masks + orthogonalization, column-wise TIES voting
     FULL = "full"  # refine + KnOTS
+
+
+class TunerMemory(str, Enum):
+    """What `loramerge tune` does with its memory of earlier sweeps (docs/TUNER.md)."""
+
+    AUTO = "auto"  # replay a stored result of the same stack; store new ones
+    OFF = "off"  # neither read nor write
+    READ_ONLY = "read_only"  # replay, never store
+    CLEAR = "clear"  # forget every stored result, then sweep and store

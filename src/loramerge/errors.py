@@ -52,3 +52,10 @@ class OutputError(LoraMergeError):
 
 class UnknownNameError(LoraMergeError, ValueError):
     """An unknown architecture, preset or similar name; the message lists the known ones."""
+
+
+class EvaluatorError(LoraMergeError):
+    """An AutoTuner evaluator could not score a candidate: names the evaluator, the candidate and a fix."""
+
+    def __init__(self, problem: str, *, hint: str | None = None):
+        super().__init__(problem + (f"\n  -> {hint}" if hint else ""))
