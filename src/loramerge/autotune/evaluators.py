@@ -2,7 +2,7 @@
 
 An evaluator has a `name` and `score(merged_path, context) -> dict[str, float]` (higher is better),
 and `scalar(scores)` says which one number ranks candidates. Built in: `CommandEvaluator` (any
-program that prints JSON) and, in `loramerge.tune.dino`, DINOv2 image-embedding similarity.
+program that prints JSON) and, in `loramerge.autotune.dino`, DINOv2 image-embedding similarity.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class CommandEvaluator:
         args = [a.replace("{merged}", str(merged_path)) for a in shlex.split(self.command)]
         if "{merged}" not in self.command:
             args.append(str(merged_path))
-        where = f"evaluator command {self.command!r} on candidate {context.candidate} ({context.label})"
+        where = f"evaluator command `{self.command}` on candidate {context.candidate} ({context.label})"
         env = {**os.environ, "LORAMERGE_CANDIDATE": json.dumps(context.options, sort_keys=True)}
         try:
             done = subprocess.run(args, capture_output=True, text=True, timeout=self.timeout, env=env, check=False)

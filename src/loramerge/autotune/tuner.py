@@ -42,6 +42,7 @@ class TuneResult:
     output: OutputInfo | None = None
     best: MergeResult | None = None
     notes: list[str] = field(default_factory=list)
+    cache: dict[str, int] = field(default_factory=dict)  # merged-group cache: hits, misses, spilled bytes
 
     @property
     def candidates(self) -> list[dict[str, Any]]:
@@ -125,7 +126,8 @@ def tune(
         best = None
         if (output is not None or keep_best) and order[0].index in state.phase2:
             best = _assemble(state, order[0])
-        result = TuneResult(data, notes=notes)
+        stats = {"hits": cache.hits, "misses": cache.misses, "spilled_bytes": cache.spilled}
+        result = TuneResult(data, notes=notes, cache=stats)
         memory.remember(key, data, mode)
         return _finish(result, best, output, overwrite, keep_best)
 
