@@ -38,16 +38,18 @@ def test_order_is_fixed_and_starts_with_the_defaults():
         "dampening": 0.0,
         "refine": RefineLevel.NONE,
         "auto_strength": False,
+        "multiplier": 1.0,
     }
     assert len({c for c in first}) == len(first)  # every candidate once
 
 
 def test_pinned_dimensions_are_not_swept():
-    grid = make_grid(SD, {"mode": "ties", "refine": "full", "sparsify": "none"})
+    grid = make_grid(SD, {"mode": "ties", "refine": "full", "sparsify": "none", "multiplier": 2}, evaluator=True)
     candidates = list(grid.candidates())
     assert len(candidates) == 2  # auto-strength on/off only
     assert {c.get("mode") for c in candidates} == {"ties"}
     assert {c.get("refine") for c in candidates} == {RefineLevel.FULL}
+    assert {c.multiplier for c in candidates} == {2.0}  # a pinned λ is not swept, even with an evaluator
     # a pinned density is kept even where no sparsifier reads it (TIES does)
     assert {c.get("density") for c in make_grid(SD, {"density": 0.4}).candidates()} == {0.4}
 

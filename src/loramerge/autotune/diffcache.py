@@ -27,7 +27,8 @@ def group_key(inputs: Inputs, plan: MergePlan, key: str) -> tuple[Any, ...]:
     decision = (
         None if d is None else (d.strategy, repr(d.params), repr(d.sparsifier), d.refine, d.path, d.rank, d.rel_error)
     )
-    return (key, decision, plan.scale(te), tuple(cfg.inputs[i].strength(te) for i in loras), plan.rank, plan.rel_error)
+    strengths = tuple(cfg.inputs[i].strength(te) for i in loras)
+    return (key, decision, plan.scale(te), cfg.multiplier, strengths, plan.rank, plan.rel_error)
 
 
 def _nbytes(result: GroupResult) -> int:

@@ -46,12 +46,13 @@ class DinoEmbedder:
         from transformers import Dinov2Model
 
         try:
-            self.model = Dinov2Model.from_pretrained(str(model_path), local_files_only=True).to(device).eval()
+            model = Dinov2Model.from_pretrained(str(model_path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EvaluatorError(
                 f"{model_path}: cannot load a DINOv2 model from it: {exc}",
                 hint="give a local folder with config.json and the weights (e.g. a download of facebook/dinov2-small)",
             ) from exc
+        self.model = model.to(torch.device(device)).eval()  # type: ignore[arg-type]  # transformers' stubs
         self.device = device
         self.size = int(self.model.config.image_size)
 

@@ -33,7 +33,8 @@ class EvalContext:
 
 @runtime_checkable
 class Evaluator(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def score(self, merged_path: Path, context: EvalContext) -> dict[str, float]: ...
 

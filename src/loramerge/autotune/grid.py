@@ -24,15 +24,44 @@ DAMPENINGS = (0.0, 0.3)
 MULTIPLIERS = (0.5, 0.75, 1.0, 1.25, 1.5)
 """Global strength multipliers λ, swept only when an evaluator measures the result."""
 
-SWEPT = ("mode", "optimization", "strategy_set", "sparsify", "density", "dampening", "refine", "auto_strength")
+SWEPT = (
+    "mode",
+    "optimization",
+    "strategy_set",
+    "sparsify",
+    "density",
+    "dampening",
+    "refine",
+    "auto_strength",
+    "multiplier",
+)
+_KIND: dict[str, Any] = {
+    "mode": str,
+    "optimization": Optimization,
+    "strategy_set": StrategySet,
+    "sparsify": Sparsifier,
+    "density": float,
+    "dampening": float,
+    "refine": RefineLevel,
+    "auto_strength": bool,
+    "multiplier": float,
+}
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the grid: the `MergeConfig` fields it sets and the global strength multiplier."""
+    """One point of the grid: the `MergeConfig` fields it sets (the strength multiplier λ included)."""
 
     options: tuple[tuple[str, Any], ...]
-    multiplier: float = 1.0
+
+    @property
+    def multiplier(self) -> float:
+        return float(self.as_dict.get("multiplier", 1.0))
+
+    @property
+    def setting(self) -> tuple[tuple[str, Any], ...]:
+        """The options but λ: candidates differing only in λ share a setting."""
+        return tuple((k, v) for k, v in self.options if k != "multiplier")
 
     @property
     def as_dict(self) -> dict[str, Any]:
@@ -42,9 +71,7 @@ class Candidate:
         return self.as_dict[name]
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: (v.value if hasattr(v, "value") else v) for k, v in self.options}
-        out["multiplier"] = self.multiplier
-        return out
+        return {k: (v.value if hasattr(v, "value") else v) for k, v in self.options}
 
     def label(self) -> str:
         d = self.as_dict
@@ -92,10 +119,11 @@ class Grid:
                     "dampening": dampening,
                     "refine": refine,
                     "auto_strength": auto,
+                    "multiplier": 1.0,
                 }
                 options.update({k: v for k, v in self.pinned.items() if k in options})
                 for multiplier in self.multipliers:
-                    yield Candidate(tuple(options.items()), multiplier)
+                    yield Candidate(tuple({**options, "multiplier": multiplier}.items()))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,10 +150,10 @@ def make_grid(preset: Preset, pinned: Mapping[str, Any] | None = None, *, evalua
     """The grid for an architecture preset; `pinned` fields (of `SWEPT`) keep the user's value.
 
     λ ≠ 1 only with an evaluator: without one nothing is amplified beyond the user's strengths."""
-    pinned = dict(pinned or {})
+    pinned = {k: (None if v is None else _KIND[k](v)) for k, v in (pinned or {}).items() if k in SWEPT}
     modes = [pinned["mode"]] if "mode" in pinned else ["auto", *FORCED_MODES]
-    optimizations = [Optimization(pinned["optimization"])] if "optimization" in pinned else list(Optimization)
-    sets = [StrategySet(pinned["strategy_set"])] if "strategy_set" in pinned else list(StrategySet)
+    optimizations = [pinned["optimization"]] if "optimization" in pinned else list(Optimization)
+    sets = [pinned["strategy_set"]] if "strategy_set" in pinned else list(StrategySet)
     decision_modes: list[tuple[str, Optimization, StrategySet]] = []
     for mode in modes:
         if mode != "auto":  # a forced strategy: optimization and strategy set cannot change anything
@@ -135,18 +163,16 @@ def make_grid(preset: Preset, pinned: Mapping[str, Any] | None = None, *, evalua
             for strategy_set in sets if optimization is not Optimization.ADDITIVE else sets[:1]:
                 decision_modes.append((mode, optimization, strategy_set))
 
-    def values(name: str, default: tuple, kind: Any = None) -> tuple:
-        if name not in pinned:
-            return default
-        return (kind(pinned[name]) if kind is not None and pinned[name] is not None else pinned[name],)
+    def values(name: str, default: tuple) -> tuple:
+        return (pinned[name],) if name in pinned else default
 
     return Grid(
         tuple(dict.fromkeys(decision_modes)),
-        values("sparsify", SPARSIFIERS, Sparsifier),
+        values("sparsify", SPARSIFIERS),
         values("density", densities_for(preset)),
         values("dampening", DAMPENINGS),
-        values("refine", tuple(RefineLevel), RefineLevel),
+        values("refine", tuple(RefineLevel)),
         values("auto_strength", (False, True)),
-        MULTIPLIERS if evaluator else (1.0,),
-        {k: v for k, v in pinned.items() if k in SWEPT},
+        values("multiplier", MULTIPLIERS if evaluator else (1.0,)),
+        pinned,
     )

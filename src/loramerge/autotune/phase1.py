@@ -28,18 +28,8 @@ class Scored:
 
 
 def candidate_config(cfg: MergeConfig, candidate: Candidate) -> MergeConfig:
-    """`cfg` with the candidate's options and every strength × λ (validated like any configuration)."""
-    m = candidate.multiplier
-    scaled = tuple(
-        inp.model_copy(
-            update={
-                "strength_model": inp.strength_model * m,
-                "strength_text_encoder": None if inp.strength_text_encoder is None else inp.strength_text_encoder * m,
-            }
-        )
-        for inp in cfg.inputs
-    )
-    return MergeConfig(**{**cfg.model_dump(), **candidate.as_dict, "inputs": scaled})
+    """`cfg` with the candidate's options (validated like any configuration)."""
+    return MergeConfig(**{**cfg.model_dump(), **candidate.as_dict})
 
 
 def plan_for(inputs: Inputs, analysis: Analysis, candidate: Candidate) -> tuple[Inputs, MergePlan]:

@@ -134,19 +134,21 @@ def tune(
 
 def _phase2_set(ranked: list[Scored], top: int) -> list[Scored]:
     """The top `top` distinct configurations by phase-1 score, each at every λ of the grid."""
-    configs: list[tuple] = []
+    settings: list[tuple] = []
     for s in ranked:
-        if s.candidate.options not in configs:
-            configs.append(s.candidate.options)
-    wanted = set(configs[:top])
-    return [s for s in ranked if s.candidate.options in wanted]
+        if s.candidate.setting not in settings:
+            settings.append(s.candidate.setting)
+    wanted = set(settings[:top])
+    return [s for s in ranked if s.candidate.setting in wanted]
 
 
 def _measure(state: _Run, s: Scored, n: int) -> dict[str, Any]:
     inputs, plan = plan_for(state.inputs, state.analysis, s.candidate)
     groups = list(ordered_map(lambda k: state.cache.merged(inputs, plan, k), inputs.keys, threads_of(inputs.cfg)))
     report = build_report(inputs, state.analysis, plan.with_results(groups), groups, hashes=state.hashes)
-    retention = {lora.name: lora.retention for lora in report.loras if not lora.preserve}
+    # retention relative to the candidate's own λ: a weaker merge is not a lost LoRA
+    m = inputs.cfg.multiplier
+    retention = {lora.name: lora.retention and lora.retention / m for lora in report.loras if not lora.preserve}
     facts = [state.cache.facts(g, lambda p: scoring.group_facts(p, plan.preset.noise_ratio)) for g in groups]
     metrics = scoring.merge_metrics(facts, retention, target_density=plan.preset.dare_density)
     out: dict[str, Any] = {"metrics": metrics, "retention": retention, "evaluation": None, "error": None}
