@@ -49,6 +49,8 @@ def test_dino_evaluator_on_a_tiny_model(tiny_dino):
     assert scores["similarity/character"] == pytest.approx(1.0, abs=1e-6)
     assert scores["similarity/style"] < 0.999
     assert ev.scalar(scores) == scores["min_similarity"] == scores["similarity/style"]
+    other = DinoSimilarityEvaluator(tiny_dino, {"style": refs["style"]}, lambda path, ctx: [red])
+    assert other.name != ev.name  # the tuner's memory tells evaluators apart by name
     # independently: the style score is the cosine of the two embeddings from the model itself
     e_red = ev.embedder.embed([red])[0]
     centre = ev.embedder.embed(refs["style"]).mean(dim=0)

@@ -101,6 +101,35 @@ def test_failing_evaluators_are_reported_and_the_sweep_goes_on(tmp_path):
     assert merged[0]["retention"] == pytest.approx(merged[1]["retention"])
 
 
+class Flaky:
+    """A Python evaluator that breaks on its first candidate only."""
+
+    name = "flaky"
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, merged_path, context):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("GPU fell off")
+        return {"score": 0.5, "other": 2.0}
+
+    def scalar(self, scores):
+        return scores["score"]
+
+
+def test_a_python_evaluator_that_raises_is_reported_and_the_sweep_goes_on():
+    result = tune(STACK, top=2, evaluator=Flaky(), memory="off", multiplier=1.0, **FAST)
+    rows = [r for r in result.candidates if r["phase2"] is not None]
+    assert len(rows) == 2
+    assert rows[0]["evaluation"] == {"scores": {"score": 0.5, "other": 2.0}, "scalar": 0.5}
+    assert rows[1]["evaluation"] is None  # the failed one ranks after the scored one
+    assert result.data["errors"] == [
+        f"evaluator flaky on candidate 1 ({rows[1]['label']}) failed: RuntimeError('GPU fell off')"
+    ]
+
+
 def test_budget_stops_phase_two_and_says_so():
     result = tune(STACK, budget=0, memory="off", **FAST)
     assert result.data["merged"] == 0

@@ -11,6 +11,7 @@ The model is `transformers`' `Dinov2Model`, loaded from a local folder only (no 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,6 @@ def similarities(merged: torch.Tensor, references: Mapping[str, torch.Tensor]) -
 class DinoSimilarityEvaluator:
     """Scores a merged LoRA by the DINOv2 similarity of its images to each LoRA's reference images."""
 
-    name = "dinov2 similarity"
-
     def __init__(
         self,
         model_path: str | Path,
@@ -100,6 +99,11 @@ class DinoSimilarityEvaluator:
         self.embedder = DinoEmbedder(model_path, device)
         self.references = {name: self.embedder.embed(images) for name, images in references.items()}
         self.render = render
+        digest = hashlib.sha256()
+        for name, embedding in sorted(self.references.items()):
+            digest.update(name.encode() + embedding.numpy().tobytes())
+        # the tuner's memory is keyed by the name: other references or another model are another evaluator
+        self.name = f"dinov2 similarity ({Path(model_path).name}, references {digest.hexdigest()[:12]})"
 
     def score(self, merged_path: Path, context: EvalContext) -> dict[str, float]:
         images = self.render(merged_path, context)

@@ -4,6 +4,7 @@ ranking, tuner data, memory, and the best candidate written or kept (docs/TUNER.
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
 from collections.abc import Mapping
@@ -162,13 +163,25 @@ def _measure(state: _Run, s: Scored, n: int) -> dict[str, Any]:
         )
         try:
             MergeResult(inputs, plan, groups, report).save(path)
-            scores = state.evaluator.score(path, context)
-            out["evaluation"] = {"scores": scores, "scalar": float(state.evaluator.scalar(scores))}
+            out["evaluation"] = _evaluate(state.evaluator, path, context)
         except EvaluatorError as exc:
             out["error"] = str(exc)
+        except Exception as exc:  # a user's evaluator failing on one candidate: reported, the sweep goes on
+            out["error"] = f"evaluator {state.evaluator.name} on candidate {n} ({context.label}) failed: {exc!r}"
         finally:
             path.unlink(missing_ok=True)
     return out
+
+
+def _evaluate(evaluator: Evaluator, path: Path, context: EvalContext) -> dict[str, Any]:
+    scores = {str(k): float(v) for k, v in evaluator.score(path, context).items()}
+    scalar = float(evaluator.scalar(scores))
+    if not all(math.isfinite(v) for v in [*scores.values(), scalar]):
+        raise EvaluatorError(
+            f"evaluator {evaluator.name} on candidate {context.candidate} ({context.label}): "
+            f"a score is not a finite number: {scores}, scalar {scalar}"
+        )
+    return {"scores": scores, "scalar": scalar}
 
 
 def _rank(ranked: list[Scored], phase2: dict[int, dict[str, Any]], evaluated: bool) -> list[Scored]:
