@@ -8,6 +8,7 @@ import io
 from rich.console import Console
 
 from loramerge.api import tune as run_tune
+from loramerge.autotune import CommandEvaluator
 from loramerge.autotune import data as tdata
 from loramerge.autotune.render import render_table
 from loramerge.config import MergeConfig
@@ -201,13 +202,42 @@ class LoadTunerData:
         return data, _table(data)
 
 
+class CommandEvaluatorNode:
+    """An evaluator for the AutoTuner: a command that scores a merged file and prints JSON."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (EVALUATOR,)
+    RETURN_NAMES = ("evaluator",)
+    FUNCTION = "evaluator"
+    DESCRIPTION = (
+        "Runs a command on each candidate the AutoTuner merges ({merged} is its path); the command prints a "
+        'number or {"score": x} (higher is better). With an evaluator the AutoTuner also sweeps a global strength.'
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "command": ("STRING", {"default": "python score.py {merged}", "multiline": False}),
+                "timeout_seconds": ("FLOAT", {"default": 600.0, "min": 1.0, "max": 86400.0}),
+            }
+        }
+
+    def evaluator(self, command, timeout_seconds):
+        if not command.strip():
+            raise LoraOptimizerError("Command Evaluator: give a command, e.g. python score.py {merged}")
+        return (CommandEvaluator(command.strip(), float(timeout_seconds)),)
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "LoramergeCommandEvaluator": CommandEvaluatorNode,
     "LoramergeAutoTuner": AutoTuner,
     "LoramergeMergeSelector": MergeSelector,
     "LoramergeSaveTunerData": SaveTunerData,
     "LoramergeLoadTunerData": LoadTunerData,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "LoramergeCommandEvaluator": "Command Evaluator (loramerge)",
     "LoramergeAutoTuner": "AutoTuner (loramerge)",
     "LoramergeMergeSelector": "Merge Selector (loramerge)",
     "LoramergeSaveTunerData": "Save Tuner Data (loramerge)",

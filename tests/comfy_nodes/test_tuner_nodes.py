@@ -62,3 +62,10 @@ def test_tuner_data_round_trip(pack, loras, tuned):
         pack.tuner_nodes.LoadTunerData().load("tuned/missing")
     with pytest.raises(pack.LoraOptimizerError, match="leads out of the loras folder"):
         pack.tuner_nodes.LoadTunerData().load("../outside")
+
+
+def test_command_evaluator_node(pack):
+    (ev,) = pack.tuner_nodes.CommandEvaluatorNode().evaluator("  python score.py {merged} ", 30.0)
+    assert (ev.command, ev.timeout) == ("python score.py {merged}", 30.0)
+    with pytest.raises(pack.LoraOptimizerError, match="Command Evaluator: give a command"):
+        pack.tuner_nodes.CommandEvaluatorNode().evaluator("  ", 30.0)
