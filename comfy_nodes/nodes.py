@@ -171,15 +171,20 @@ class LoraOptimizer:
         options = _options(settings)
         inputs = _inputs(lora_stack)
         result, hit = merged(inputs, options)
-        sd = patching.kohya_state_dict(result)
-        placement = patching.place(
-            sd, host.key_map(model, clip), host.weight_shapes(model, clip), text_encoders=clip is not None
-        )
-        warnings = _check(placement, result, host.model_name(model), strict=options["strict"])
-        patches = host.to_patches(placement.select(sd), placement.placed)
-        new_model, new_clip = host.apply(model, clip, patches, output_strength, output_strength_clip)
-        head = _summary(result, placement, patches, output_strength, output_strength_clip, hit, warnings)
+        new_model, new_clip, head = apply_merge(model, clip, result, output_strength, output_strength_clip, hit)
         return new_model, new_clip, head + report_text(result.report), MergeData(result, inputs, options)
+
+
+def apply_merge(model, clip, result: MergeResult, strength_model: float, strength_clip: float, hit: bool):
+    """MODEL and CLIP patched with a merge result like LoraLoader would, and the summary lines."""
+    sd = patching.kohya_state_dict(result)
+    placement = patching.place(
+        sd, host.key_map(model, clip), host.weight_shapes(model, clip), text_encoders=clip is not None
+    )
+    warnings = _check(placement, result, host.model_name(model), strict=result.inputs.cfg.strict)
+    patches = host.to_patches(placement.select(sd), placement.placed)
+    new_model, new_clip = host.apply(model, clip, patches, strength_model, strength_clip)
+    return new_model, new_clip, _summary(result, placement, patches, strength_model, strength_clip, hit, warnings)
 
 
 def _check(placement: patching.Placement, result: MergeResult, model: str, *, strict: bool) -> list[str]:
@@ -345,14 +350,18 @@ class ConflictAnalysis:
         return report_text(report), heatmap.render([g.model_dump() for g in report.groups])
 
 
-NODE_CLASS_MAPPINGS = {
+from . import tuner_nodes  # noqa: E402  (its nodes build on the helpers above)
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    **tuner_nodes.NODE_CLASS_MAPPINGS,
     "LoramergeLoraStack": LoraStack,
     "LoramergeLoraOptimizer": LoraOptimizer,
     "LoramergeOptimizerSettings": OptimizerSettings,
     "LoramergeSaveMergedLora": SaveMergedLora,
     "LoramergeConflictAnalysis": ConflictAnalysis,
 }
-NODE_DISPLAY_NAME_MAPPINGS = {
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    **tuner_nodes.NODE_DISPLAY_NAME_MAPPINGS,
     "LoramergeLoraStack": "LoRA Stack (loramerge)",
     "LoramergeLoraOptimizer": "LoRA Optimizer (loramerge)",
     "LoramergeOptimizerSettings": "Optimizer Settings (loramerge)",

@@ -1,11 +1,11 @@
-"""The Python API: `merge`, `analyze`, `load_recipe`."""
+"""The Python API: `merge`, `analyze`, `tune`, `load_recipe`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
 
@@ -19,6 +19,9 @@ from .pipeline import MergeResult, run
 from .pipeline import analyze as _analyze
 from .plan import MergePlan
 from .report import Report, build_report
+
+if TYPE_CHECKING:
+    from .autotune import Evaluator, TuneResult
 
 InputLike = str | Path | LoraInput | dict | tuple
 
@@ -76,6 +79,44 @@ def merge(
 def analyze(inputs: Sequence[InputLike] | MergeConfig, *, progress: Progress | None = None, **options) -> Analyzed:
     """Pass 1 and the plan; returns (inputs, plan, analysis) with `.report()`. Writes nothing."""
     return Analyzed(*_analyze(config_of(inputs, options), progress))
+
+
+def tune(
+    inputs: Sequence[InputLike] | MergeConfig,
+    *,
+    top: int = 3,
+    evaluator: Evaluator | None = None,
+    budget: float | None = None,
+    memory: str = "auto",
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    keep_best: bool = False,
+    progress: Progress | None = None,
+    **options,
+) -> TuneResult:
+    """The AutoTuner (docs/TUNER.md): sweep the parameter grid, merge the `top` candidates, rank them
+    (by `evaluator` when given, e.g. ``CommandEvaluator("python score.py {merged}")``). Options
+    given here that the grid sweeps (mode, optimization, sparsify, ...) are pinned, not swept.
+    `output`: write the best candidate there; ``keep_best``: keep its merge open in ``result.best``.
+
+    >>> result = tune(["style.safetensors", "character.safetensors"], top=3)  # doctest: +SKIP
+    >>> result.config(1)  # the best candidate's MergeConfig  # doctest: +SKIP
+    """
+    from .autotune import tune as run_tune
+    from .autotune.grid import SWEPT
+
+    return run_tune(
+        config_of(inputs, options),
+        pinned={k: v for k, v in options.items() if k in SWEPT},
+        top=top,
+        evaluator=evaluator,
+        budget=budget,
+        memory_mode=memory,
+        progress=progress,
+        output=output,
+        overwrite=overwrite,
+        keep_best=keep_best,
+    )
 
 
 def load_recipe(path: str | Path) -> MergeConfig:

@@ -125,6 +125,13 @@ class MergeConfig(BaseModel):
     auto_strength: bool = option(
         True, "scale the merged branches so their energy matches the inputs'", cli="--auto-strength/--no-auto-strength"
     )
+    multiplier: float = option(
+        1.0,
+        "global strength λ of the merged LoRA: every merged group is scaled by it after the merge, averages "
+        "included (preserved LoRAs are added unscaled); the AutoTuner sweeps it when an evaluator measures the result",
+        gt=0,
+        le=10,
+    )
     smoothing: float = option(0.25, "block smoothing λ of the decision metrics (0 = off)", ge=0, le=1)
     use_excess: bool = option(
         True, "decide on excess sign conflict (beyond what the cosine explains)", cli="--use-excess/--no-use-excess"

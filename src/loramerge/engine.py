@@ -82,6 +82,9 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | N
         merged, exact, coefficients = execute(
             decision, g.patches, weights, gram, cfg.device, group_generator(cfg.seed, key)
         )
+        if cfg.multiplier != 1.0:  # λ scales the merge itself: scale-invariant strategies ignore the weights
+            merged = merged.scaled(cfg.multiplier)
+            coefficients = None if coefficients is None else [c * cfg.multiplier for c in coefficients]
     for p in extra:
         merged = p if merged is None else add_patches(merged, p)
     assert merged is not None

@@ -105,3 +105,12 @@ class ReportSort(str, Enum):
     COSINE = "cosine"  # most opposing (lowest cosine) first
     OVERLAP = "overlap"  # subspace overlap, highest first
     RETENTION = "retention"  # the lowest retention of any LoRA in the group first
+
+
+class TunerMemory(str, Enum):
+    """What `loramerge tune` does with its memory of earlier sweeps (docs/TUNER.md)."""
+
+    AUTO = "auto"  # replay a stored result of the same stack; store new ones
+    OFF = "off"  # neither read nor write
+    READ_ONLY = "read_only"  # replay, never store
+    CLEAR = "clear"  # forget every stored result, then sweep and store

@@ -56,3 +56,10 @@ class UnknownNameError(LoraMergeError, ValueError):
 
 class MissingExtraError(LoraMergeError):
     """A feature needs an optional dependency that is not installed; the message names the extra."""
+
+
+class EvaluatorError(LoraMergeError):
+    """An AutoTuner evaluator could not score a candidate: names the evaluator, the candidate and a fix."""
+
+    def __init__(self, problem: str, *, hint: str | None = None):
+        super().__init__(problem + (f"\n  -> {hint}" if hint else ""))

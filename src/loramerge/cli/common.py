@@ -71,13 +71,15 @@ def progress_bar(quiet: bool):
     return _Ctx()
 
 
-def build_config(loras, recipe, options: dict):
+def build_config(loras, recipe, options: dict, base=None):
+    """The configuration from LoRAs and options, on top of a recipe file or a `base` configuration
+    (a tuner-data candidate) when given: options given win, LoRAs given replace the inputs."""
     from ..api import as_input, load_recipe
     from ..config import MergeConfig
 
     given = {k: v for k, v in options.items() if v is not None}
-    if recipe is not None:
-        data = load_recipe(recipe).model_dump()
+    if recipe is not None or base is not None:
+        data = (base if base is not None else load_recipe(recipe)).model_dump()
         data.update(given)
         if loras:
             data["inputs"] = [as_input(x) for x in loras]

@@ -40,6 +40,12 @@ def merge(
     recipe: Annotated[
         Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")
     ] = None,
+    tuner_data: Annotated[
+        Optional[Path], typer.Option("--tuner-data", help="Merge a candidate of this tuner data (loramerge tune).")
+    ] = None,
+    select: Annotated[
+        Optional[int], typer.Option("--select", help="Which candidate of --tuner-data (1 = the best; default 1).")
+    ] = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     report_html: ReportHtmlOpt = None,
     sort: SortOpt = ReportSort.CONFLICT,
@@ -53,7 +59,8 @@ def merge(
 
     if out is None and not dry_run:
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
-    cfg = with_inputs_options(build_config(loras, recipe, normalised(options)), preserve, include, exclude)
+    base = _selected(tuner_data, select, recipe)
+    cfg = with_inputs_options(build_config(loras, recipe, normalised(options), base), preserve, include, exclude)
     check_report_html(report_html)
     with progress_bar(quiet) as progress:
         result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
@@ -62,6 +69,19 @@ def merge(
         if result.report.output is not None:
             warn_widened(result.report.output.widened)
             advise(result.report.output.format, result.inputs.architecture)
+
+
+def _selected(tuner_data: Path | None, select: int | None, recipe: Path | None):
+    """The Merge Selector: the configuration of candidate `select` of the tuner data, or None."""
+    if tuner_data is None:
+        if select is not None:
+            raise typer.BadParameter("--select needs --tuner-data T.json")
+        return None
+    if recipe is not None:
+        raise typer.BadParameter("give --recipe or --tuner-data, not both")
+    from ..autotune import data
+
+    return data.selected_config(data.load(tuner_data), 1 if select is None else select, tuner_data)
 
 
 @app.command()
