@@ -8,6 +8,7 @@ from . import architectures as A
 from .basemodel import BaseModel
 from .enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from .formats.align import load_group
+from .formats.kohya_meta import carried_metadata
 from .formats.writers import OutputItem, WriteReport, check_output, write
 from .inspection import open_and_align
 from .threads import single_threaded_ops
@@ -42,6 +43,6 @@ def _convert(src, dst, fmt, arch, base, strict, allow_pickle, lossy, dtype) -> W
         c = contributions[0]
         weight = base_model.weight(c.base_target) if base_model and c.entry.has_dora else None
         items.append(OutputItem(c.placement, c.param, load_group(alignment, table, group, weight)))
-    meta = {"loramerge.source": Path(src).name}
+    meta = {**carried_metadata([file.metadata], alignment.architecture), "loramerge.source": Path(src).name}
     resolved = OutputDtype(dtype).resolved(file.dtypes)
     return write(dst, items, table, fmt, metadata=meta, lossy=lossy, dtype=resolved.torch)

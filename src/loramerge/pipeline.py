@@ -10,6 +10,7 @@ from .analysis.pass1 import Analysis, pass1
 from .config import MergeConfig
 from .engine import GroupResult, pass2
 from .enums import OutputDtype, OutputFormat, Progress
+from .formats.kohya_meta import carried_metadata
 from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan, uses_sign_statistics
@@ -63,7 +64,10 @@ class MergeResult:
             self.items(),
             self.inputs.table,
             cfg.format,
-            metadata=recipe_metadata(cfg, self.report),
+            metadata={
+                **carried_metadata((f.metadata for f in self.inputs.files), self.report.architecture),
+                **recipe_metadata(cfg, self.report),
+            },
             dtype=resolved.torch,
         )
         return OutputInfo(path=str(path), format=cfg.format.value, dtype=resolved.value, widened=written.widened)

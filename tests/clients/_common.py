@@ -137,3 +137,38 @@ def capture_messages(loggers: Iterable[str] = ("",) + LIBRARY_LOGGERS):
             lg.removeHandler(handler)
             lg.setLevel(level)
         cap.warnings.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+
+
+# ------------------------------------------------------------------ format-advice classification
+
+def classify(r: dict) -> str:
+    """The format-advice cell a measurement (``_comfy_models.measure`` / ``_diffusers_models.measure``)
+    gives; asserts that whatever loaded, loaded right."""
+    from loramerge.formats.advice import FULL, NONE, PARTIAL
+
+    assert not r["wrong"], f"patches landed with wrong values (rel err): {dict(list(r['wrong'].items())[:5])}"
+    assert not r["stray"], f"weights without a ΔW changed: {r['stray'][:5]}"
+    assert r["expected"] > 0
+    if r.get("error") is None and r["loaded"] == r["expected"] and not r["not_loaded"]:
+        return FULL
+    return NONE if r["loaded"] == 0 else PARTIAL
+
+
+def summary(r: dict) -> str:
+    parts = [f"{r['loaded']}/{r['expected']} patches loaded"]
+    if r.get("error"):
+        parts.append(f"raised {r['error'][:200]}")
+    if r["not_loaded"]:
+        parts.append(f"{len(r['not_loaded'])} keys/messages left over, e.g. {r['not_loaded'][:2]}")
+    if r["missing"]:
+        parts.append(f"missing e.g. {r['missing'][:3]}")
+    return "; ".join(parts)
+
+
+def check_partial(r: dict, left_out: tuple[str, ...], what: str) -> None:
+    """A partial load dropped exactly the weights the cell's ``left_out`` fragments name."""
+    assert left_out, "a partial cell names what is left out"
+    unexplained = [k for k in r["missing"] if not any(f in k for f in left_out)]
+    assert not unexplained, f"{what}: left out beyond {left_out}: {unexplained[:5]}"
+    unseen = [f for f in left_out if not any(f in k for k in r["missing"])]
+    assert not unseen, f"{what}: {unseen} named as left out, but loaded"

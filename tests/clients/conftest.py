@@ -71,3 +71,14 @@ def comfy_sdxl():
     from ._comfy import ComfySDXL
 
     return ComfySDXL()
+
+
+@pytest.fixture(scope="package")
+def comfy064_run(real_fixtures, converted, base_models, tmp_path_factory):
+    """Every ComfyUI 0.3.64 check of the session, run once in one subprocess (``_comfy064_worker``):
+    its JSON result (``cells``, ``merges``, ``nodes``). Skips, naming the folder, without a usable copy."""
+    from ._comfy064 import shared_run
+    from ._comfy064_cases import make_job
+
+    return shared_run(tmp_path_factory, "comfy064",
+                      lambda work: make_job(work, real_fixtures, converted, base_models))

@@ -22,48 +22,20 @@ measured on FLUX.1's real widths (meta device), since diffusers' kohya FLUX conv
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
 
-from loramerge.formats.advice import ARCHITECTURES, FORMATS, FULL, NO_MODEL, NONE, PARTIAL, TABLE
+from loramerge.formats.advice import ARCHITECTURES, FORMATS, NO_MODEL, PARTIAL, TABLE
 
-REPO = Path(__file__).resolve().parents[2]
-COMFY064 = REPO.parent / "shared" / "clients" / "comfyui-0.3.64"
+from ._common import check_partial, classify, summary
+
 FIXTURE_OF = {"sd15": "sd15_peft_diffusers", "sdxl": "sdxl_peft_diffusers", "flux": "flux_peft_diffusers",
               "wan": "wan_peft_diffusers"}
-WORKER_TIMEOUT_S = 600
 
 CELLS = [pytest.param(client, arch, fmt, id=f"{client}-{arch}-{fmt}")
          for client in TABLE for arch in ARCHITECTURES for fmt in FORMATS]
-
-
-def classify(r: dict) -> str:
-    """The cell a measurement gives; asserts that whatever loaded, loaded right."""
-    assert not r["wrong"], f"patches landed with wrong values (rel err): {dict(list(r['wrong'].items())[:5])}"
-    assert not r["stray"], f"weights without a ΔW changed: {r['stray'][:5]}"
-    assert r["expected"] > 0
-    if r.get("error") is None and r["loaded"] == r["expected"] and not r["not_loaded"]:
-        return FULL
-    return NONE if r["loaded"] == 0 else PARTIAL
-
-
-def summary(r: dict) -> str:
-    parts = [f"{r['loaded']}/{r['expected']} patches loaded"]
-    if r.get("error"):
-        parts.append(f"raised {r['error'][:200]}")
-    if r["not_loaded"]:
-        parts.append(f"{len(r['not_loaded'])} keys/messages left over, e.g. {r['not_loaded'][:2]}")
-    if r["missing"]:
-        parts.append(f"missing e.g. {r['missing'][:3]}")
-    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------ clients
@@ -124,59 +96,9 @@ def measure_comfy2024(request, arch: str, fmt: str) -> dict | None:
     return measure(models, request.getfixturevalue("converted")(fx.name, fmt), fx.truth)
 
 
-def comfy064_folder() -> Path:
-    if not (COMFY064 / "comfy" / "lora.py").is_file():
-        pytest.skip(f"ComfyUI 0.3.64 is not at {COMFY064} (../shared/clients/comfyui-0.3.64): its cells are unmeasured")
-    return COMFY064
-
-
-def _run_comfy064(source: Path, real_fixtures, converted, work: Path) -> dict:
-    root = work / "comfyui-0.3.64"  # ../shared is read-only in CI; Python and ComfyUI write next to the code
-    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__"))
-    cells = []
-    for arch in ARCHITECTURES:
-        fx = real_fixtures[FIXTURE_OF[arch]]
-        truth = work / f"{fx.name}.truth.safetensors"
-        if not truth.exists():
-            save_file({k: v.contiguous() for k, v in fx.truth.items()}, str(truth))
-        cells += [{"arch": arch, "format": fmt, "lora": str(converted(fx.name, fmt)), "truth": str(truth)}
-                  for fmt in FORMATS]
-    job, out = work / "job.json", work / "result.json"
-    job.write_text(json.dumps({"comfy_root": str(root), "out": str(out), "cells": cells}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "tests.clients._comfy064_worker", str(job)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
-    if not out.exists():
-        raise AssertionError(f"ComfyUI 0.3.64 worker wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(out.read_text())
-
-
-@pytest.fixture(scope="module")
-def comfy064(real_fixtures, converted, tmp_path_factory):
-    """(arch, fmt) -> the worker's entry, all cells in one ComfyUI 0.3.64 subprocess per session
-    (under pytest-xdist the first worker to get here runs it, the others read its result)."""
-    source = comfy064_folder()
-    work = tmp_path_factory.mktemp("comfy064")
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        result = _run_comfy064(source, real_fixtures, converted, work)
-    else:
-        from filelock import FileLock
-
-        shared = tmp_path_factory.getbasetemp().parent / "comfy064_result.json"  # this session's, all workers
-        with FileLock(str(shared) + ".lock"):
-            if shared.is_file():
-                result = json.loads(shared.read_text())
-            else:
-                result = _run_comfy064(source, real_fixtures, converted, work)
-                shared.write_text(json.dumps(result))
-    if "import_error" in result:
-        pytest.skip(f"ComfyUI 0.3.64 at {source} does not import: {result['import_error'][-300:]}")
-    return {(c["arch"], c["format"]): c for c in result["cells"]}
-
-
 def measure_comfy064(request, arch: str, fmt: str) -> dict | None:
-    entry = request.getfixturevalue("comfy064")[arch, fmt]
+    cells = {(c["arch"], c["format"]): c for c in request.getfixturevalue("comfy064_run")["cells"]}
+    entry = cells[arch, fmt]
     assert "crash" not in entry, entry["crash"]
     return None if entry.get("no_model") else entry["result"]
 
@@ -199,11 +121,7 @@ def test_table_cell_is_measured(request, client, arch, fmt):
     assert got == want.loads, (f"{what}: measured {got} ({summary(r) if r else 'no model class'}), "
                                f"the table says {want.loads}: update loramerge/formats/advice.py and docs/CLIENTS.md")
     if got == PARTIAL:
-        assert want.left_out, "a partial cell names what is left out"
-        unexplained = [k for k in r["missing"] if not any(f in k for f in want.left_out)]
-        assert not unexplained, f"{what}: left out beyond {want.left_out}: {unexplained[:5]}"
-        unseen = [f for f in want.left_out if not any(f in k for k in r["missing"])]
-        assert not unseen, f"{what}: {unseen} named as left out, but loaded"
+        check_partial(r, want.left_out, what)
 
 
 def test_measurement_catches_a_wrong_load(real_fixtures, converted, tmp_path):

@@ -171,5 +171,7 @@ def test_not_strict_applies_what_fits_and_lists_the_rest(pack, host):
     (settings,) = pack.OptimizerSettings().settings(**{**defaults, "strict": False})
     model, clip, report, _ = _optimize(pack, host, stack(pack, ("sd15_peft_diffusers", 1.0, 1.0)), settings=settings)
     assert model.patches
-    assert "warning: not in this SDXL model, left out: lora_unet_input_blocks_1_1_proj_in" in report
+    # kohya SD1.x names (diffusers blocks): SDXL has no attention at level 0, so those are listed
+    listed = re.findall(r"warning: not in this SDXL model, left out: (\S+)", report)
+    assert any(re.fullmatch(r"lora_unet_down_blocks_0_attentions_\d+_\w+", name) for name in listed), listed
     assert "more modules left out" in report

@@ -74,6 +74,7 @@ def build_table(
     priority: int = 0,
     diffusers_prefix: Mapping[Branch, str] | None = None,
     kohya_prefix: Mapping[Branch, str] | None = None,
+    kohya_style: Mapping[Branch, Style] | None = None,
 ) -> ArchTable:
     """Turn rows into an `ArchTable`; raises ValueError on a malformed row (a table defect)."""
     modules: dict[str, Fused | None] = {}
@@ -95,6 +96,7 @@ def build_table(
         diffusers_prefix=dict(diffusers_prefix or {}),
         kohya_prefix=dict(kohya_prefix or {}),
         family=family,
+        kohya_style=dict(kohya_style or {}),
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .builder import Row, build_table, under
-from .spec import ArchTable, Branch
+from .spec import ArchTable, Branch, Style
 from .text_encoders import clip_g, clip_l
 
 
@@ -147,6 +147,8 @@ def sd15_table() -> ArchTable:
         priority=40,
         diffusers_prefix={Branch.DENOISER: "unet", Branch.TE1: "text_encoder"},
         kohya_prefix={Branch.DENOISER: "lora_unet", Branch.TE1: "lora_te"},
+        # as kohya's sd-scripts writes SD1.x: the one spelling diffusers, ComfyUI and A1111 all load
+        kohya_style={Branch.DENOISER: Style.DIFFUSERS},
     )
 
 

@@ -115,6 +115,9 @@ class ArchTable:
     diffusers_prefix: Mapping[Branch, str] = field(default_factory=dict)
     kohya_prefix: Mapping[Branch, str] = field(default_factory=dict)
     family: str = ""  # human name, e.g. "Stable Diffusion XL"
+    # Branches whose kohya names are built from another spelling than the native path (kohya SD1.x
+    # writes the UNet's diffusers paths: lora_unet_down_blocks_0_attentions_0_...).
+    kohya_style: Mapping[Branch, Style] = field(default_factory=dict)
 
     def all_aliases(self) -> Iterable[Alias]:
         """Native rows (implied) first, then the declared aliases."""

@@ -88,11 +88,7 @@ _OLD_COMFY_NO_COMFY = Cell(NONE, "it predates diffusion_model.* LoRA keys: nothi
 TABLE: dict[str, dict[str, dict[str, Cell]]] = {
     "diffusers": {
         "sd15": {
-            "kohya": Cell(
-                NONE,
-                "it maps LDM block names (lora_unet_input_blocks_…) only for SDXL: "
-                "load_lora_weights raises NoMatchingPeftModuleError",
-            ),
+            "kohya": Cell(FULL),
             "diffusers": Cell(FULL),
             "comfy": _DIFFUSERS_NO_COMFY,
         },

@@ -35,6 +35,7 @@ from ..threads import single_threaded_ops
 from ..version import TOOL_NAME, __version__
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .files import SAFETENSORS_DTYPES
+from .kohya_meta import network_metadata
 
 
 @dataclass(frozen=True)
@@ -323,28 +324,49 @@ def _dense_tensors(prefix: str, param: str, patch: Patch, is_norm: bool) -> dict
     return {f"{prefix}.{name}": patch.dense()}
 
 
-def _kohya_name(table: ArchTable | None, module: str) -> str:
-    branch, path = module.split(".", 1)
+def _kohya_namer(table: ArchTable | None) -> Callable[[str], str]:
+    """canonical module -> its kohya name: the prefix of its branch and its path with underscores
+    (the native path, or the spelling the table's ``kohya_style`` names for that branch)."""
+    from ..architectures.engine import KeyPlacer
+
     prefixes = {**KOHYA_PREFIX, **(table.kohya_prefix if table else {})}
-    return f"{prefixes[Branch(branch)]}_{path.replace('.', '_')}"
+    placer = KeyPlacer(table) if table is not None and table.kohya_style else None
+
+    def name_of(module: str) -> str:
+        branch, path = module.split(".", 1)
+        style = table.kohya_style.get(Branch(branch)) if table is not None else None
+        if placer is not None and style is not None:
+            alias = placer.spelling(Placement(module), style)
+            path = path if alias is None else alias.path
+        return f"{prefixes[Branch(branch)]}_{path.replace('.', '_')}"
+
+    return name_of
 
 
-def _native_items(items, table, report, lossy, emit, name_of, down_name, up_name):
+def _native_items(
+    items, table, report, lossy, emit, name_of, down_name, up_name
+) -> tuple[list[int], float | None, int]:
+    """Writes the native-name tensors; returns the low-rank modules' ranks, the file's alpha and
+    the number of dense tensors (what ``ss_network_*`` describe)."""
     grouped = _by_module(items, table)
     alpha = _file_alpha(_fused_rank(parts) for parts in grouped.values())
+    ranks: list[int] = []
+    dense = 0
     for (module, param), parts in grouped.items():  # one module's tensors in memory at a time
         patch = _fuse(module, parts, table)
         prefix = name_of(module)
         if param == "weight" and isinstance(patch, LowRank):
             tensors = _lora_tensors(prefix, patch, down_name, up_name, alpha)
+            ranks.append(patch.rank)
         else:
             weight = grouped.get((module, "weight"))
             is_norm = weight is not None and _is_1d_parts(weight)  # norm layers have 1-D weights
             tensors = _dense_tensors(prefix, param, patch, is_norm)
+            dense += 1
         for name, tensor in tensors.items():
             emit(name, tensor)
     report.modules = len({m for m, _ in grouped})
-    return {}
+    return ranks, alpha, dense
 
 
 def _fused_rank(parts: list[OutputItem]) -> int | None:
@@ -374,16 +396,20 @@ def _is_1d_parts(parts: list[OutputItem]) -> bool:
 
 
 def _kohya(items, table, report, lossy, emit):
-    return _native_items(
-        items, table, report, lossy, emit, lambda m: _kohya_name(table, m), "lora_down.weight", "lora_up.weight"
+    ranks, alpha, dense = _native_items(
+        items, table, report, lossy, emit, _kohya_namer(table), "lora_down.weight", "lora_up.weight"
     )
+    return network_metadata(ranks, alpha, dense)
 
 
 def _comfy(items, table, report, lossy, emit):
-    def name_of(module: str) -> str:
-        return module if module.startswith(Branch.DENOISER.value + ".") else _kohya_name(table, module)
+    kohya_name = _kohya_namer(table)
 
-    return _native_items(items, table, report, lossy, emit, name_of, "lora_A.weight", "lora_B.weight")
+    def name_of(module: str) -> str:
+        return module if module.startswith(Branch.DENOISER.value + ".") else kohya_name(module)
+
+    _native_items(items, table, report, lossy, emit, name_of, "lora_A.weight", "lora_B.weight")
+    return {}
 
 
 def _diffusers(items, table, report, lossy, emit):

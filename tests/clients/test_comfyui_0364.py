@@ -1,0 +1,115 @@
+"""loramerge outputs and the node pack in ComfyUI 0.3.64 (``../shared/clients/comfyui-0.3.64``,
+unmodified, imported in one subprocess per session: ``_comfy064_worker``).
+
+Merged outputs: LoRA, LoCon, LoHa, LoKr and DoRA inputs merged (``weighted_sum``, or ``ties`` where
+the merge is not linear) to LoRA, written in every output format, in float32, float16 and bfloat16.
+Each file is loaded the way ``comfy.sd.load_lora_for_models`` does into ComfyUI's own tiny model of
+the architecture, and every weight of the model is compared with base + the ΔW loramerge reads back
+from that file (which in turn must equal the merge result within the output dtype's rounding):
+where the format-advice table says ComfyUI 0.3.64 loads the format fully, every patch lands exactly,
+nothing else moves and no key of the file is left unloaded; where the table says it does not, that
+measured fact is what is checked (the same cell, the same dropped weights).
+
+The node pack: loaded by ComfyUI's own ``nodes.load_custom_node`` from a clone-shaped copy of this
+repository, accepted by ComfyUI's own prompt validation, one optimizer run and a Save through
+ComfyUI 0.3.64's ModelPatcher (see ``_comfy064_nodes``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from loramerge.formats.advice import FULL, PARTIAL, TABLE
+
+from ._comfy064 import source_folder
+from ._comfy064_cases import DTYPE_RTOL, MERGE_CASES
+from ._common import check_partial, classify, summary
+
+CLIENT = "comfyui_0.3.64"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def merges(comfy064_run):
+    return {m["id"]: m for m in comfy064_run["merges"]}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in MERGE_CASES])
+def test_merged_output_in_comfyui_0364(merges, case):
+    entry = merges[case.id]
+    assert "crash" not in entry, entry["crash"]
+    facts = entry["facts"]
+    # the file is the merge: every group written, each within the dtype's rounding of the result
+    assert facts["dtype"] == case.dtype and facts["format"] == case.fmt
+    assert facts["written_groups"] == facts["groups"] > 0
+    assert facts["worst_vs_merge"] <= DTYPE_RTOL[case.dtype], facts["worst_vs_merge"]
+    if case.mode == "ties":
+        assert facts["strategies"].get("ties", 0) > 0, facts["strategies"]  # groups both LoRAs adapt
+    r = entry["result"]
+    want = TABLE[CLIENT][case.arch][case.fmt]
+    what = f"ComfyUI 0.3.64 loading {case.id}"
+    got = classify(r)  # a wrong value or a stray change fails here, whatever the cell
+    print(f"{what}: {got}, {summary(r)}")
+    assert got == want.loads, f"{what}: measured {got} ({summary(r)}), the format-advice table says {want.loads}"
+    if got == FULL:
+        assert r["patches"] >= r["expected"] and not r["not_added"] and not r["errors"], r
+    elif got == PARTIAL:
+        check_partial(r, want.left_out, what)
+
+
+# --------------------------------------------------------------------------------- node pack
+
+
+@pytest.fixture(scope="module")
+def node_check(comfy064_run):
+    out = comfy064_run["nodes"]
+    if "import_error" in out:
+        pytest.skip(f"ComfyUI 0.3.64's nodes.py at {source_folder()} does not import: {out['import_error'][-300:]}")
+    assert "crash" not in out, out["crash"]
+    return out
+
+
+def _declared_display_names() -> dict[str, str]:
+    """NODE_DISPLAY_NAME_MAPPINGS as comfy_nodes/nodes.py spells it (read, not imported: it needs comfy)."""
+    tree = ast.parse((REPO / "comfy_nodes" / "nodes.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODE_DISPLAY_NAME_MAPPINGS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("comfy_nodes/nodes.py has no NODE_DISPLAY_NAME_MAPPINGS")
+
+
+def test_comfyui_0364_loads_the_pack_from_a_clone(node_check):
+    assert node_check["loaded"] is True
+    assert node_check["registered"] == _declared_display_names()
+    assert node_check["pack_file"].endswith("/custom_nodes/loramerge/comfy_nodes/__init__.py"), node_check["pack_file"]
+    for name, info in node_check["interface"].items():
+        assert info["module"] == "custom_nodes.loramerge", (name, info["module"])
+        assert info["callable"] and info["output"], name
+
+
+def test_pack_interface_is_accepted_by_comfyui_0364(node_check):
+    v = node_check["validation"]
+    assert v["valid"] is True and v["error"] is None and v["node_errors"] == {}, v
+    assert v["outputs"] == ["preview", "save"]
+
+
+def test_optimizer_on_comfyui_0364_model_patcher(node_check):
+    assert node_check["untouched"], "the optimizer patched its input ModelPatcher instead of a clone"
+    assert node_check["strategies"]["node"] == node_check["strategies"]["library"]
+    assert len(node_check["strategies"]["library"]) > 1, "the pair should take more than one strategy"
+    assert node_check["weights"]["ok"], node_check["weights"]["error"]
+
+
+def test_save_node_writes_the_library_merge(node_check):
+    save, reload = node_check["save"], node_check["reload"]
+    assert save["identical"], "Save Merged LoRA's file differs from loramerge's own save of the same merge"
+    assert save["text"][0] == f"saved {save['path']} (kohya, {save['dtype']})"
+    assert not reload["messages"], reload["messages"][:5]
+    assert save["dtype"] == "float32"  # the settings node asked for it
+    # LoraLoader's way (comfy.sd.load_lora_for_models) on the saved file, at the optimizer's output
+    # strengths, gives the optimizer node's weights bit for bit
+    assert reload["changed"] > 100
+    assert reload["differ"] == [], f"LoraLoader's weights differ from the node's: {reload['differ']}"
