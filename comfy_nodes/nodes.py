@@ -106,7 +106,17 @@ class LoraStack:
                 ),
                 "exclude": ("STRING", {"default": "", "tooltip": "leave out targets matching this regex"}),
             },
-            "optional": {"lora_stack": (STACK, {"tooltip": "the stack so far"})},
+            "optional": {
+                "lora_stack": (STACK, {"tooltip": "the stack so far"}),
+                "block_weights": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "A1111 LoRA Block Weight: a preset (OUTALL, INS, MIDD, ALL0.5, ...) or one weight "
+                        "per block (SD1.5: 17 or 26 values, SDXL: 12 or 20, FLUX: 61); empty = all 1",
+                    },
+                ),
+            },
         }
 
     @classmethod
@@ -117,9 +127,13 @@ class LoraStack:
         except (LoraOptimizerError, OSError):
             return "missing"
 
-    def stack(self, lora_name, strength_model, strength_clip, preserve, include, exclude, lora_stack=None):
+    def stack(
+        self, lora_name, strength_model, strength_clip, preserve, include, exclude, lora_stack=None, block_weights=""
+    ):
         host.lora_path(lora_name)  # a missing file fails here, at the node that names it
-        entry = StackEntry(lora_name, float(strength_model), float(strength_clip), bool(preserve), include, exclude)
+        entry = StackEntry(
+            lora_name, float(strength_model), float(strength_clip), bool(preserve), include, exclude, block_weights
+        )
         return (as_stack(lora_stack) + (entry,),)
 
 

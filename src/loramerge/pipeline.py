@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from .analysis.pass1 import Analysis, pass1
 from .config import MergeConfig
 from .engine import GroupResult, pass2
 from .enums import OutputDtype, OutputFormat, Progress
+from .formats.memory import MemorySource
 from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan, uses_sign_statistics
@@ -33,6 +36,7 @@ class MergeResult:
     groups: list[GroupResult]
     report: Report
     store: PatchStore | None = None
+    tree: dict | None = None  # the recipe tree this result ends (`recipes.run`); None: one plain merge
 
     def items(self) -> list[OutputItem]:
         return [OutputItem(*self.inputs.targets[g.key], g.patch) for g in self.groups]
@@ -63,15 +67,17 @@ class MergeResult:
             self.items(),
             self.inputs.table,
             cfg.format,
-            metadata=recipe_metadata(cfg, self.report),
+            metadata=recipe_metadata(cfg, self.report, Path(path).parent, self.tree),
             dtype=resolved.torch,
         )
         return OutputInfo(path=str(path), format=cfg.format.value, dtype=resolved.value, widened=written.widened)
 
 
-def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
-    """Pass 1 and the plan only: nothing merged, nothing written."""
-    inputs = open_inputs(cfg)
+def analyze(
+    cfg: MergeConfig, progress: Progress | None = None, sources: Mapping[str, MemorySource] | None = None
+) -> tuple[Inputs, MergePlan, Analysis]:
+    """Pass 1 and the plan only: nothing merged, nothing written. `sources`: inputs held in memory."""
+    inputs = open_inputs(cfg, sources)
     with single_threaded_ops():
         analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
@@ -82,12 +88,19 @@ def threads_of(cfg: MergeConfig) -> int:
 
 
 def run(
-    cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None, *, overwrite: bool = False
+    cfg: MergeConfig,
+    progress: Progress | None = None,
+    output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    sources: Mapping[str, MemorySource] | None = None,
 ) -> MergeResult:
+    """One merge. `sources`: inputs held in memory by their stand-in path (a recipe's earlier steps)."""
+    sources = sources or {}
     folder = None
     if output is not None:  # before the work, not after it
         folder = check_output(output, [inp.path for inp in cfg.inputs], overwrite=overwrite).parent
-    inputs, plan, analysis = analyze(cfg, progress)
+    inputs, plan, analysis = analyze(cfg, progress, sources)
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
         with single_threaded_ops():
@@ -96,7 +109,10 @@ def run(
     except BaseException:
         store.close()
         raise
-    hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
+    hashes = {
+        i: sources[inp.path].sha256() if inp.path in sources else file_sha256(inp.path)
+        for i, inp in enumerate(cfg.inputs)
+    }
     plan = plan.with_results(groups)
     report = build_report(inputs, analysis, plan, groups, hashes=hashes)
     result = MergeResult(inputs, plan, groups, report, store)
@@ -106,13 +122,25 @@ def run(
     return result
 
 
-def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
-    """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed, version."""
-    recipe = {
-        "version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "sha256": {lora.path: lora.sha256 for lora in report.loras},
-    }
+def recipe_metadata(cfg: MergeConfig, report: Report, folder: Path, tree: dict | None = None) -> dict[str, str]:
+    """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed,
+    version (or the whole tree of a hierarchical recipe). Input paths are stored relative to the
+    output's folder (where they can be), so the recipe runs from any working directory."""
+    if tree is None:
+        config = cfg.model_dump(mode="json")
+        for inp in config["inputs"]:
+            inp["path"] = portable(inp["path"], folder)
+        sha = {portable(lora.path, folder): lora.sha256 for lora in report.loras}
+        recipe: dict = {"version": __version__, "config": config, "sha256": sha}
+    else:
+        steps = [
+            {
+                **step,
+                "inputs": [{**i, "path": i["path"] and portable(i["path"], folder)} for i in step["inputs"]],
+            }
+            for step in tree["steps"]
+        ]
+        recipe = {"version": __version__, "tree": {**tree, "steps": steps}}
     summary = {
         "architecture": report.architecture,
         "preset": report.preset,
@@ -123,3 +151,11 @@ def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
         "loramerge.recipe": json.dumps(recipe, sort_keys=True),
         "loramerge.summary": json.dumps(summary, sort_keys=True),
     }
+
+
+def portable(path: str, folder: Path) -> str:
+    """`path` relative to `folder` where it can be (another Windows drive: absolute)."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+    except ValueError:
+        return os.path.abspath(path)

@@ -34,8 +34,27 @@ def merge(
         Optional[list[str]], typer.Option("--exclude", help="Leave out targets matching this regex.")
     ] = None,
     recipe: Annotated[
-        Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")
+        Optional[Path],
+        typer.Option(
+            "--recipe",
+            help="Run a YAML/JSON recipe (one merge or a tree of steps) or re-run a loramerge output file.",
+        ),
     ] = None,
+    formula: Annotated[
+        Optional[str],
+        typer.Option(
+            "--formula",
+            help="Merge in steps: '(1+2):0.6 + 3:0.4' (numbers = the LoRA arguments; each bracket is a merge step). "
+            "See docs/RECIPES.md.",
+        ),
+    ] = None,
+    allow_changed_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-inputs",
+            help="Run a recipe even where an input's SHA-256 differs from the recorded one.",
+        ),
+    ] = False,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Merge and report, write no LoRA.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no report on the terminal.")] = False,
@@ -47,7 +66,8 @@ def merge(
 
     if out is None and not dry_run:
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
-    cfg = with_inputs_options(build_config(loras, recipe, normalised(options)), preserve, include, exclude)
+    built = build_config(loras, recipe, normalised(options), formula=formula, allow_changed_inputs=allow_changed_inputs)
+    cfg = with_inputs_options(built, preserve, include, exclude)
     with progress_bar(quiet) as progress:
         result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
     with result:
@@ -67,8 +87,10 @@ def analyze(
 ) -> None:
     """Run pass 1 and the plan only: statistics and decisions per group; writes nothing."""
     from ..api import analyze as run_analyze
+    from ..config import MergeConfig
 
     cfg = build_config(loras, None, normalised(options))
+    assert isinstance(cfg, MergeConfig)
     with progress_bar(quiet or as_json) as progress:
         report = run_analyze(cfg, progress=progress).report()
     if as_json:
