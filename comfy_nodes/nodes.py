@@ -178,11 +178,27 @@ class LoraOptimizer:
                 ),
                 "output_strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "strength on CLIP (strength_clip)"}),
             },
-            "optional": {"clip": ("CLIP",), "settings": (SETTINGS,)},
+            "optional": {
+                "clip": ("CLIP",),
+                "settings": (SETTINGS,),
+                "merge_formula": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "merge in steps, e.g. '(1+2):0.6 + 3:0.4': numbers are the stack's LoRAs in order "
+                        "(those at strength 0 are skipped and not numbered), each bracket is a merge of its own; "
+                        "empty = one merge of the whole stack (docs/RECIPES.md)",
+                    },
+                ),
+            },
         }
 
-    def optimize(self, model, lora_stack, output_strength, output_strength_clip, clip=None, settings=None):
+    def optimize(
+        self, model, lora_stack, output_strength, output_strength_clip, clip=None, settings=None, merge_formula=""
+    ):
         options = _options(settings)
+        if merge_formula.strip():
+            options = {**options, "formula": merge_formula.strip()}  # `loramerge.merge` takes it with the options
         inputs = _inputs(lora_stack)
         result, hit = merged(inputs, options)
         sd = patching.kohya_state_dict(result)

@@ -184,3 +184,19 @@ def test_formula_grammar():
     assert (a.path, a.strength_model, a.strength_text_encoder, a.block_weights) == ("a.safetensors", 1.0, 0.5, "OUTALL")
     assert (final.inputs[0].step, final.inputs[0].strength_model) == ("g1", 0.6)
     assert (final.inputs[1].strength_model, final.inputs[1].strength_text_encoder) == (0.4, 0.1)
+
+
+def test_the_documented_recipes_are_valid():
+    import re
+
+    from loramerge.recipes.schema import parse_recipe
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "RECIPES.md").read_text()
+    trees = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    orders = [[s.name for s in parse_recipe(t, "docs").order()] for t in trees if "steps" in t]
+    assert orders == [["styles", "characters", "final"], ["two", "three", "four"], ["g1", "final"]]
+    formula = formula_recipe(
+        "(1+2):0.6 + 3:0.4",
+        [LoraInput(path=p) for p in ("style_a.safetensors", "style_b.safetensors", "character.safetensors")],
+    )
+    assert formula == parse_recipe(trees[-1], "docs")  # the doc's "exactly this recipe"

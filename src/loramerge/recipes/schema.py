@@ -127,6 +127,10 @@ class Recipe(BaseModel):
         for s in self.steps:
             if s.name == self.final or (saves and s.save):
                 visit(s.name, ())
+        needed, done = set(done), []
+        for s in self.steps:  # again in the order written: each step as early as it can be
+            if s.name in needed:
+                visit(s.name, ())
         return [self.step(n) for n in done]
 
     def check(self) -> Recipe:
