@@ -78,13 +78,20 @@ class LoraInput(BaseModel):
         """``PATH[:MODEL[,TE]][@BLOCKS]`` as on the command line (see `INPUT_SYNTAX`). A Windows drive
         colon is kept; a colon followed by a path separator, or an existing file's whole name, is a path."""
         head, sep, tail = spec.rpartition(":")
-        if not sep or not head or re.fullmatch(r"[A-Za-z]", head) or re.search(r"[/\\]", tail) or Path(spec).exists():
+        if not sep or not head or re.fullmatch(r"[A-Za-z]", head) or re.search(r"[/\\]", tail) or _is_file(spec):
             return cls(path=spec)
         strengths, at, blocks = tail.partition("@")
         model, te = _strengths(spec, strengths)
         if at:
             check_block_weights(spec, blocks)
         return cls(path=head, strength_model=model, strength_text_encoder=te, block_weights=blocks if at else None)
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 INPUT_SYNTAX = (

@@ -196,3 +196,31 @@ def test_inspect_blocks(sd_fixtures):
     assert "OUTALL" in run.stdout
     run = _cli("inspect", "--blocks", "--arch", "acestep")
     assert run.returncode == 2 and "has no block layout" in run.stderr
+
+
+def test_flux_blocks_by_index(flux_fixture, tmp_path):
+    """FLUX's 61-value form (A1111's): D00 at 1, S01 at 0.25, every other block 0; checked per
+    group against the PEFT deltas, by the block each diffusers module path names."""
+    fx = flux_fixture
+    layout = layout_of("flux")
+    weights = {"D00": 1.0, "S01": 0.25}
+    vector = ",".join(str(weights.get(b, 0.0)) for b in layout.forms[0])
+    out = tmp_path / "m.safetensors"
+    merge([f"{fx.path}:1@{vector}"], mode="weighted_sum", auto_strength=False, dtype="float32", output=out)
+    table = A.get_table("flux")
+    truth = {}
+    for k, v in fx.truth.items():  # fused q/k/v land as components: compare whole modules via the key
+        truth[canonical(table, k)] = v
+    got = _written(out, "flux")
+
+    def block(key):  # from the diffusers truth naming, independently of the layout's own regexes
+        m = re.search(r"(single_transformer_blocks|transformer_blocks)\.(\d+)\.", key)
+        return None if m is None else ("S" if m.group(1).startswith("single") else "D") + f"{int(m.group(2)):02d}"
+
+    kept = {canonical(table, k): weights[block(k)] for k in fx.truth if block(k) in weights}
+    assert {b for b in map(block, fx.truth) if b} >= {"D00", "S01", "D01", "S00"}  # the tiny model has more blocks
+    assert set(got) == set(kept) and kept
+    for key, w in kept.items():
+        torch.testing.assert_close(got[key].reshape(truth[key].shape), w * truth[key], rtol=1e-5, atol=1e-6, msg=key)
+    single = dict(zip(layout.blocks, layout.presets["SINGLE"]))
+    assert single["S05"] == single["CLIP"] == 1 and single["D03"] == single["IN"] == single["OUT"] == 0

@@ -88,3 +88,8 @@ def test_comfy_stack_entry_takes_the_same_block_string():
     assert StackEntry("a.safetensors", block_weights="1,0,0.5").to_input("p").block_weights == "1,0,0.5"
     with pytest.raises(LoraOptimizerError, match=r"LoRA Stack 'a.safetensors': block weights '@1,x'"):
         StackEntry("a.safetensors", block_weights="1,x")
+
+
+def test_a_long_block_vector_is_not_mistaken_for_a_file_name():
+    spec = "a.safetensors:1@" + ",".join(["0.25"] * 61)  # longer than a file name may be (OSError ENAMETOOLONG)
+    assert LoraInput.parse(spec).block_weights == ",".join(["0.25"] * 61)
