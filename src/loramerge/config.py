@@ -127,7 +127,7 @@ def _strengths(spec: str, text: str) -> tuple[float, float | None]:
 
 def check_block_weights(spec: str, blocks: str) -> None:
     """``PRESET`` (a name) or a comma list of finite numbers; lengths are checked against the
-    architecture once it is known (`loramerge.blockweights`)."""
+    architecture once it is known (`architectures.blocks.resolve`)."""
     if re.fullmatch(r"[A-Za-z][\w.+-]*", blocks):
         return
     for part in blocks.split(","):

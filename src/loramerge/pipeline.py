@@ -127,20 +127,25 @@ def recipe_metadata(cfg: MergeConfig, report: Report, folder: Path, tree: dict |
     version (or the whole tree of a hierarchical recipe). Input paths are stored relative to the
     output's folder (where they can be), so the recipe runs from any working directory."""
     if tree is None:
-        config = cfg.model_dump(mode="json")
+        config = _portable_options(cfg.model_dump(mode="json"), folder)
         for inp in config["inputs"]:
             inp["path"] = portable(inp["path"], folder)
         sha = {portable(lora.path, folder): lora.sha256 for lora in report.loras}
         recipe: dict = {"version": __version__, "config": config, "sha256": sha}
-    else:
+    else:  # the output step records the format and dtype this file was written in, as above
+        written = {"format": cfg.format.value, "dtype": cfg.dtype.value}
         steps = [
             {
                 **step,
+                "options": _portable_options(
+                    {**step["options"], **(written if step["name"] == tree["output"] else {})}, folder
+                ),
                 "inputs": [{**i, "path": i["path"] and portable(i["path"], folder)} for i in step["inputs"]],
             }
             for step in tree["steps"]
         ]
-        recipe = {"version": __version__, "tree": {**tree, "steps": steps}}
+        options = _portable_options(tree["options"], folder)
+        recipe = {"version": __version__, "tree": {**tree, "options": options, "steps": steps}}
     summary = {
         "architecture": report.architecture,
         "preset": report.preset,
@@ -159,3 +164,10 @@ def portable(path: str, folder: Path) -> str:
         return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
     except ValueError:
         return os.path.abspath(path)
+
+
+def _portable_options(options: dict, folder: Path) -> dict:
+    """Options with their file paths (the block-weight presets file) stored relative to `folder`."""
+    if options.get("block_weights_file"):
+        return {**options, "block_weights_file": portable(options["block_weights_file"], folder)}
+    return options

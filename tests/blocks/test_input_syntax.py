@@ -93,3 +93,33 @@ def test_comfy_stack_entry_takes_the_same_block_string():
 def test_a_long_block_vector_is_not_mistaken_for_a_file_name():
     spec = "a.safetensors:1@" + ",".join(["0.25"] * 61)  # longer than a file name may be (OSError ENAMETOOLONG)
     assert LoraInput.parse(spec).block_weights == ",".join(["0.25"] * 61)
+
+
+def test_the_presets_file_travels_with_the_recipe(tmp_path, monkeypatch):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from loramerge.api import load_recipe, merge
+    from loramerge.formats.files import read_header
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for n in ("style_kohya", "detail_kohya"):
+        shutil.copy(examples / f"{n}.safetensors", tmp_path / f"{n}.safetensors")
+    (tmp_path / "presets.txt").write_text("MINE:1,0,0,0.5,0.5,1,1,1,1,0,0,0\n")  # SDXL 12-value form
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "m.safetensors"
+    merge(
+        [f"{tmp_path / 'style_kohya.safetensors'}:1@mine", str(tmp_path / "detail_kohya.safetensors")],
+        block_weights_file=str(tmp_path / "presets.txt"),
+        output=out,
+    )
+    stored = json.loads(read_header(out)[1]["loramerge.recipe"])["config"]
+    assert stored["block_weights_file"] == "../presets.txt" and stored["inputs"][0]["block_weights"] == "mine"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_recipe(out)
+    assert Path(cfg.block_weights_file) == tmp_path / "presets.txt"
+    merge(cfg, output=tmp_path / "out" / "again.safetensors")
+    assert (tmp_path / "out" / "again.safetensors").read_bytes() == out.read_bytes()

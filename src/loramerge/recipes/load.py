@@ -39,7 +39,7 @@ def load(path: str | Path, *, allow_changed_inputs: bool = False) -> MergeConfig
     for inp in inputs:
         _check(path, None, inp.path, _resolve(inp.path, folder), hashes.get(inp.path), allow_changed_inputs)
     data = {**data, "inputs": [inp.model_copy(update={"path": _resolve(inp.path, folder)}) for inp in inputs]}
-    return MergeConfig(**data)
+    return MergeConfig(**_resolved_options(data, folder))
 
 
 def _read(path: Path) -> Any:
@@ -67,8 +67,16 @@ def resolved(recipe: Recipe, folder: Path) -> Recipe:
         inputs = tuple(
             i if i.path is None else i.model_copy(update={"path": _resolve(i.path, folder)}) for i in s.inputs
         )
-        steps.append(s.model_copy(update={"inputs": inputs, "save": s.save and _resolve(s.save, folder)}))
-    return recipe.model_copy(update={"steps": tuple(steps)})
+        update = {"inputs": inputs, "save": s.save and _resolve(s.save, folder)}
+        steps.append(s.model_copy(update={**update, "options": _resolved_options(s.options, folder)}))
+    return recipe.model_copy(update={"steps": tuple(steps), "options": _resolved_options(recipe.options, folder)})
+
+
+def _resolved_options(options: dict, folder: Path) -> dict:
+    """Options with the block-weight presets file resolved against the recipe's folder."""
+    if options.get("block_weights_file"):
+        return {**options, "block_weights_file": _resolve(options["block_weights_file"], folder)}
+    return options
 
 
 def _check_tree(recipe: Recipe, where: Path, allow_changed: bool) -> None:
