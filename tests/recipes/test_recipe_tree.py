@@ -184,3 +184,22 @@ steps:
     a, b = _delta(tmp_path / "out" / "final.safetensors"), _delta(tmp_path / "d.safetensors")
     assert direct.report.output is not None and set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_step_that_only_saves_runs_wherever_it_is_written(loras, tmp_path):
+    (tmp_path / "r.yaml").write_text("""
+version: 1
+output: final
+steps:
+  - {name: final, inputs: [loras/style_kohya.safetensors, loras/detail_kohya.safetensors]}
+  - {name: side, inputs: ["loras/character_peft.safetensors:0.5"], save: side.safetensors}
+""")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert [s.name for s in recipe.order()] == ["final", "side"]
+    with merge(recipe, output=tmp_path / "final.safetensors") as result:
+        assert [s["name"] for s in result.tree["steps"]] == ["final"]
+    side = _delta(tmp_path / "side.safetensors")
+    alone = _delta(loras[1])
+    assert set(side) == set(alone)
+    for k in side:  # one LoRA at 0.5 (no auto-strength effect on a single input), float32
+        torch.testing.assert_close(side[k], 0.5 * alone[k].reshape(side[k].shape), rtol=1e-4, atol=1e-6)

@@ -42,23 +42,28 @@ def run_recipe(
     memory: dict[str, MemorySource] = {}
     uses = {s.name: sum(u == s.name for t in order for u in t.steps_used) for s in order}
     result = None
-    for s in order:
-        final = s.name == recipe.final
-        cfg = _config(recipe, s, final)
-        sources = {stand_in(u): memory[u] for u in s.steps_used}
-        result = run(cfg, progress, sources=sources)
-        if s.save:
-            _with_tree(result, recipe, s.name, hashes).save(s.save, overwrite=overwrite)
-        if final:
-            break
-        dtype = cfg.dtype.resolved(d for f in result.inputs.files for d in f.dtypes).torch
-        with result:
-            tensors = tensors_for(result.items(), result.inputs.table, OutputFormat.KOHYA, dtype=dtype)
-        memory[s.name] = MemorySource(stand_in(s.name), tensors)
-        for u in s.steps_used:  # free what no later step needs
-            uses[u] -= 1
-            if uses[u] == 0:
-                memory.pop(u, None)
+    try:
+        for s in order:
+            cfg = _config(recipe, s, s.name == recipe.final)
+            step = run(cfg, progress, sources={stand_in(u): memory[u] for u in s.steps_used})
+            if s.save:
+                _with_tree(step, recipe, s.name, hashes).save(s.save, overwrite=overwrite)
+            if uses[s.name]:  # later steps read it from memory: its factors as a LoRA state dict
+                dtype = cfg.dtype.resolved(d for f in step.inputs.files for d in f.dtypes).torch
+                tensors = tensors_for(step.items(), step.inputs.table, OutputFormat.KOHYA, dtype=dtype)
+                memory[s.name] = MemorySource(stand_in(s.name), tensors)
+            if s.name == recipe.final:
+                result = step
+            else:
+                step.close()
+            for u in s.steps_used:  # free what no later step needs
+                uses[u] -= 1
+                if uses[u] == 0:
+                    memory.pop(u, None)
+    except BaseException:
+        if result is not None:
+            result.close()
+        raise
     assert result is not None
     result = _with_tree(result, recipe, recipe.final, hashes)
     if output is not None:
