@@ -106,7 +106,17 @@ class LoraStack:
                 ),
                 "exclude": ("STRING", {"default": "", "tooltip": "leave out targets matching this regex"}),
             },
-            "optional": {"lora_stack": (STACK, {"tooltip": "the stack so far"})},
+            "optional": {
+                "lora_stack": (STACK, {"tooltip": "the stack so far"}),
+                "block_weights": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "A1111 LoRA Block Weight: a preset (OUTALL, INS, MIDD, ALL0.5, ...) or one weight "
+                        "per block (SD1.5: 17 or 26 values, SDXL: 12 or 20, FLUX: 61); empty = all 1",
+                    },
+                ),
+            },
         }
 
     @classmethod
@@ -117,9 +127,13 @@ class LoraStack:
         except (LoraOptimizerError, OSError):
             return "missing"
 
-    def stack(self, lora_name, strength_model, strength_clip, preserve, include, exclude, lora_stack=None):
+    def stack(
+        self, lora_name, strength_model, strength_clip, preserve, include, exclude, lora_stack=None, block_weights=""
+    ):
         host.lora_path(lora_name)  # a missing file fails here, at the node that names it
-        entry = StackEntry(lora_name, float(strength_model), float(strength_clip), bool(preserve), include, exclude)
+        entry = StackEntry(
+            lora_name, float(strength_model), float(strength_clip), bool(preserve), include, exclude, block_weights
+        )
         return (as_stack(lora_stack) + (entry,),)
 
 
@@ -164,11 +178,27 @@ class LoraOptimizer:
                 ),
                 "output_strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "strength on CLIP (strength_clip)"}),
             },
-            "optional": {"clip": ("CLIP",), "settings": (SETTINGS,)},
+            "optional": {
+                "clip": ("CLIP",),
+                "settings": (SETTINGS,),
+                "merge_formula": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "merge in steps, e.g. '(1+2):0.6 + 3:0.4': numbers are the stack's LoRAs in order "
+                        "(those at strength 0 are skipped and not numbered), each bracket is a merge of its own; "
+                        "empty = one merge of the whole stack (docs/RECIPES.md)",
+                    },
+                ),
+            },
         }
 
-    def optimize(self, model, lora_stack, output_strength, output_strength_clip, clip=None, settings=None):
+    def optimize(
+        self, model, lora_stack, output_strength, output_strength_clip, clip=None, settings=None, merge_formula=""
+    ):
         options = _options(settings)
+        if merge_formula.strip():
+            options = {**options, "formula": merge_formula.strip()}  # `loramerge.merge` takes it with the options
         inputs = _inputs(lora_stack)
         result, hit = merged(inputs, options)
         new_model, new_clip, head = apply_merge(model, clip, result, output_strength, output_strength_clip, hit)

@@ -24,8 +24,17 @@ class StackEntry:
     preserve: bool = False
     include: str = ""  # one regex on canonical target names ("a|b" for several); empty = all
     exclude: str = ""
+    block_weights: str = ""  # "OUTALL" or "1,0,0,...", as after "@" in PATH:S@...; empty = none
 
     def __post_init__(self):
+        from loramerge.config import check_block_weights
+        from loramerge.errors import InputSyntaxError
+
+        if self.weights is not None:
+            try:
+                check_block_weights(self.lora_name, self.weights)
+            except InputSyntaxError as exc:
+                raise LoraOptimizerError(f"LoRA Stack '{self.lora_name}': {exc.problem}") from None
         for field in ("include", "exclude"):
             pattern = getattr(self, field)
             try:
@@ -49,7 +58,14 @@ class StackEntry:
             include=_patterns(self.include),
             exclude=_patterns(self.exclude),
             name=self.lora_name,
+            block_weights=self.weights,
         )
+
+    @property
+    def weights(self) -> str | None:
+        """The block weights as `LoraInput` takes them (a leading "@" is allowed, as in PATH:S@...)."""
+        text = self.block_weights.strip().removeprefix("@").strip()
+        return text or None
 
 
 def _patterns(text: str) -> tuple[str, ...]:

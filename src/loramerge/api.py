@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import yaml
-
 from .analysis.pass1 import Analysis
-from .config import LoraInput, MergeConfig
+from .config import InputLike, MergeConfig, as_input
 from .enums import Progress
-from .errors import InputFileError
-from .formats.files import read_header
+from .errors import LoraMergeError
 from .inputs import Inputs
 from .pipeline import MergeResult, run
 from .pipeline import analyze as _analyze
 from .plan import MergePlan
+from .recipes.formula import formula_recipe
+from .recipes.load import load
+from .recipes.run import run_recipe
+from .recipes.schema import Recipe
 from .report import Report, build_report
 
 if TYPE_CHECKING:
     from .autotune import Evaluator, TuneResult
-
-InputLike = str | Path | LoraInput | dict | tuple
-
-
-def as_input(x: InputLike) -> LoraInput:
-    """A LoraInput from a path, ``"path:0.8,0.5"``, a (path, strength[, te]) tuple or a dict."""
-    if isinstance(x, LoraInput):
-        return x
-    if isinstance(x, dict):
-        return LoraInput(**x)
-    if isinstance(x, tuple):
-        path, *s = x
-        return LoraInput(
-            path=str(path), strength_model=s[0] if s else 1.0, strength_text_encoder=s[1] if len(s) > 1 else None
-        )
-    return LoraInput.parse(str(x))
 
 
 class Analyzed(NamedTuple):
@@ -60,19 +44,31 @@ def config_of(inputs: Sequence[InputLike] | MergeConfig, options: dict) -> Merge
 
 
 def merge(
-    inputs: Sequence[InputLike] | MergeConfig,
+    inputs: Sequence[InputLike] | MergeConfig | Recipe,
     *,
     output: str | Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    formula: str | None = None,
     **options,
 ) -> MergeResult:
     """Merge LoRAs. Options are the fields of `MergeConfig` (mode, optimization, rank, seed, ...); a
     `MergeConfig` may be given instead of inputs and options. The front door of the CLI and ComfyUI.
+    `formula` (``"(1+2):0.6 + 3:0.4"``, numbers = positions in `inputs`) or a `Recipe` (see
+    `load_recipe`) merges in steps (docs/RECIPES.md); options then apply to every step.
 
     >>> result = merge(["style.safetensors:0.8", "character.safetensors"], seed=1)  # doctest: +SKIP
     >>> result.save("merged.safetensors", format="kohya")  # doctest: +SKIP
+    >>> merge(["a.safetensors", "b.safetensors", "c.safetensors"], formula="(1+2):0.6 + 3:0.4")  # doctest: +SKIP
     """
+    if formula is not None:
+        if isinstance(inputs, (MergeConfig, Recipe)):
+            raise LoraMergeError("a formula takes a list of LoRAs (its numbers are their positions)")
+        recipe = formula_recipe(formula, [as_input(x) for x in inputs], options)
+        return run_recipe(recipe, output=output, overwrite=overwrite, progress=progress)
+    if isinstance(inputs, Recipe):
+        recipe = inputs.model_copy(update={"options": {**inputs.options, **options}}).check() if options else inputs
+        return run_recipe(recipe, output=output, overwrite=overwrite, progress=progress)
     return run(config_of(inputs, options), progress, output, overwrite=overwrite)
 
 
@@ -119,24 +115,8 @@ def tune(
     )
 
 
-def load_recipe(path: str | Path) -> MergeConfig:
-    """A `MergeConfig` from a YAML/JSON recipe, or from the header of a file made by loramerge."""
-    path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        _, meta = read_header(path)
-        if "loramerge.recipe" not in meta:
-            raise InputFileError(
-                path, "has no loramerge recipe in its metadata", hint="was it written by loramerge merge?"
-            )
-        data = json.loads(meta["loramerge.recipe"])["config"]
-    else:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputFileError(path, f"cannot read recipe: {exc}") from exc
-        if isinstance(data, dict) and "config" in data:
-            data = data["config"]
-    if not isinstance(data, dict) or "inputs" not in data:
-        raise InputFileError(path, "a recipe needs an 'inputs' list", hint="see docs/RECIPES.md")
-    data["inputs"] = [as_input(x) for x in data["inputs"]]
-    return MergeConfig(**data)
+def load_recipe(path: str | Path, *, allow_changed_inputs: bool = False) -> MergeConfig | Recipe:
+    """A `MergeConfig` (one merge) or a `Recipe` (a tree of steps) from a YAML/JSON recipe or from
+    the header of a file made by loramerge; paths are relative to the recipe's folder, and an input
+    whose recorded SHA-256 differs is an error unless `allow_changed_inputs`. Pass it to `merge`."""
+    return load(path, allow_changed_inputs=allow_changed_inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class LoraInput(BaseModel):
     include: tuple[str, ...] = ()  # regexes on canonical target names; empty = all
     exclude: tuple[str, ...] = ()
     name: str | None = None
+    block_weights: str | None = None  # "PRESET" or "1,0,0,...": one weight per block (architectures/blocks.py)
 
     @property
     def label(self) -> str:
@@ -57,17 +59,103 @@ class LoraInput(BaseModel):
             return False
         return not any(re.search(p, key) for p in self.exclude)
 
+    @field_validator("block_weights")
+    @classmethod
+    def _block_weights_syntax(cls, v):
+        if v is not None:
+            check_block_weights(v, v)
+        return v
+
+    @property
+    def spec(self) -> str:
+        """The ``PATH:MODEL[,TE][@BLOCKS]`` string of this input (what `parse` reads back)."""
+        te = "" if self.strength_text_encoder is None else f",{self.strength_text_encoder!r}"
+        blocks = "" if self.block_weights is None else f"@{self.block_weights}"
+        return f"{self.path}:{self.strength_model!r}{te}{blocks}"
+
     @classmethod
     def parse(cls, spec: str) -> LoraInput:
-        """``PATH[:MODEL[,TE]]`` as on the command line (a Windows drive colon is kept)."""
-        path, strengths = spec, None
+        """``PATH[:MODEL[,TE]][@BLOCKS]`` as on the command line (see `INPUT_SYNTAX`). A Windows drive
+        colon is kept; a colon followed by a path separator, or an existing file's whole name, is a path."""
         head, sep, tail = spec.rpartition(":")
-        if sep and head and re.fullmatch(r"-?[\d.]+(,-?[\d.]+)?", tail):
-            path, strengths = head, tail
-        if strengths is None:
-            return cls(path=path)
-        parts = [float(x) for x in strengths.split(",")]
-        return cls(path=path, strength_model=parts[0], strength_text_encoder=parts[1] if len(parts) > 1 else None)
+        if not sep or not head or re.fullmatch(r"[A-Za-z]", head) or re.search(r"[/\\]", tail) or _is_file(spec):
+            return cls(path=spec)
+        strengths, at, blocks = tail.partition("@")
+        model, te = _strengths(spec, strengths)
+        if at:
+            check_block_weights(spec, blocks)
+        return cls(path=head, strength_model=model, strength_text_encoder=te, block_weights=blocks if at else None)
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+INPUT_SYNTAX = (
+    "PATH[:MODEL[,TE]][@BLOCKS], e.g. style.safetensors:0.8, a.safetensors:1,0.5, "
+    "a.safetensors:1@OUTALL or a.safetensors:0.7@1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"
+)
+
+
+def _syntax_error(spec: str, problem: str) -> Exception:
+    from .errors import InputSyntaxError  # here: importing config loads nothing beyond enums/options
+
+    return InputSyntaxError(spec, problem, syntax=INPUT_SYNTAX)
+
+
+def _strengths(spec: str, text: str) -> tuple[float, float | None]:
+    """The model and text-encoder strengths of ``MODEL[,TE]``; InputSyntaxError saying what is wrong."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise _syntax_error(spec, f"{len(parts)} strengths '{text}'; give at most two (model, text encoder)")
+    values = []
+    for what, part in zip(("model", "text-encoder"), parts):
+        if not part.strip():
+            raise _syntax_error(spec, f"the {what} strength is empty in '{text}'")
+        try:
+            value = float(part)
+        except ValueError:
+            raise _syntax_error(spec, f"the {what} strength '{part}' is not a number") from None
+        if not math.isfinite(value):
+            raise _syntax_error(spec, f"the {what} strength '{part}' is not a finite number")
+        values.append(value)
+    return values[0], (values[1] if len(values) > 1 else None)
+
+
+def check_block_weights(spec: str, blocks: str) -> None:
+    """``PRESET`` (a name) or a comma list of finite numbers; lengths are checked against the
+    architecture once it is known (`architectures.blocks.resolve`)."""
+    if re.fullmatch(r"[A-Za-z][\w.+-]*", blocks):
+        return
+    for part in blocks.split(","):
+        try:
+            ok = math.isfinite(float(part))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _syntax_error(
+                spec, f"block weights '@{blocks}': '{part}' is not a finite number (give a preset name or numbers)"
+            )
+
+
+InputLike = str | Path | LoraInput | dict | tuple
+
+
+def as_input(x: InputLike) -> LoraInput:
+    """A LoraInput from a path, ``"path:0.8,0.5"``, a (path, strength[, te]) tuple or a dict."""
+    if isinstance(x, LoraInput):
+        return x
+    if isinstance(x, dict):
+        return LoraInput(**x)
+    if isinstance(x, tuple):
+        path, *s = x
+        return LoraInput(
+            path=str(path), strength_model=s[0] if s else 1.0, strength_text_encoder=s[1] if len(s) > 1 else None
+        )
+    return LoraInput.parse(str(x))
 
 
 class MergeConfig(BaseModel):
@@ -153,6 +241,10 @@ class MergeConfig(BaseModel):
         True,
         "refuse keys that do not fit the architecture or the model (lenient: leave them out, listed in the report)",
         cli="--strict/--lenient",
+    )
+    block_weights_file: str | None = option(
+        None,
+        "file of block-weight presets (NAME:v1,v2,... per line, A1111 lbwpresets.txt style) for PATH:S@NAME",
     )
     allow_pickle: bool = option(
         False, "read .ckpt/.pt/.bin LoRAs with torch.load(weights_only=True)", cli="--allow-pickle/--no-allow-pickle"

@@ -24,6 +24,15 @@ class InputFileError(LoraMergeError):
         super().__init__(msg)
 
 
+class InputSyntaxError(LoraMergeError, ValueError):
+    """An input argument (``PATH[:MODEL[,TE]][@BLOCKS]``) that cannot be read: names it and what is wrong."""
+
+    def __init__(self, spec: str, problem: str, *, syntax: str):
+        self.spec = spec
+        self.problem = problem
+        super().__init__(f"input '{spec}': {problem}\n  -> accepted: {syntax}")
+
+
 class PickleRefusedError(InputFileError):
     """A pickle checkpoint was given without explicitly allowing it to be loaded."""
 

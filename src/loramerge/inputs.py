@@ -7,16 +7,19 @@ never held here: `group()` reads the patches of one group on demand, for pass 1 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import architectures as A
+from .architectures import blocks as B
 from .architectures.spec import ArchTable, Placement
 from .basemodel import BaseModel
 from .config import MergeConfig
 from .enums import UNKNOWN_ARCH
 from .errors import BaseModelMismatchError, LoraMergeError
 from .formats.align import Alignment, align, load_group, stems_of
+from .formats.memory import MemorySource
 from .formats.reader import AdapterFile
 from .patches import Patch
 
@@ -46,6 +49,16 @@ class Inputs:
     groups: dict[str, list[int]] = field(default_factory=dict)  # key -> merged LoRAs present
     preserved: dict[str, list[int]] = field(default_factory=dict)  # key -> preserved LoRAs present
     targets: dict[str, tuple[Placement, str]] = field(default_factory=dict)  # key -> (placement, param)
+    block_weights: list[dict[str, float] | None] = field(default_factory=list)  # per input: block -> weight
+
+    def block_weight(self, i: int, key: str) -> float:
+        """The block weight of input `i` on group `key` (1 without block weights or outside every block)."""
+        weights = self.block_weights[i] if self.block_weights else None
+        if weights is None:
+            return 1.0
+        layout = B.layout_of(self.architecture)
+        block = layout.block_of(key.split("#", 1)[0]) if layout else None
+        return 1.0 if block is None else weights[block]
 
     @property
     def keys(self) -> list[str]:
@@ -56,7 +69,9 @@ class Inputs:
         weight = None
         if self.base is not None and any(c.entry.has_dora for c in contributions):
             weight = self.base.weight(contributions[0].base_target)
-        return load_group(self.alignments[i], self.table, key, weight)
+        patch = load_group(self.alignments[i], self.table, key, weight)
+        w = self.block_weight(i, key)  # before pass 1: statistics and decisions see the effective ΔW
+        return patch if w == 1.0 else patch.scaled(w)
 
     def group(self, key: str, *, preserved: bool = True) -> GroupInputs:
         """The patches of one group, read now (merged LoRAs, then preserved ones unless told not to)."""
@@ -80,8 +95,11 @@ class Inputs:
         return {self.cfg.inputs[i].label: a.unplaced for i, a in enumerate(self.alignments) if a.unplaced}
 
 
-def open_inputs(cfg: MergeConfig) -> Inputs:
-    files = [AdapterFile(inp.path, allow_pickle=cfg.allow_pickle) for inp in cfg.inputs]
+def open_inputs(cfg: MergeConfig, sources: Mapping[str, MemorySource] | None = None) -> Inputs:
+    """Open the inputs; an input whose path is a key of `sources` is read from there (an earlier
+    step's result held in memory) instead of from a file."""
+    sources = sources or {}
+    files = [AdapterFile(inp.path, allow_pickle=cfg.allow_pickle, source=sources.get(inp.path)) for inp in cfg.inputs]
     detection = None if cfg.arch else A.detect([s for f in files for s in stems_of(f)])
     name = cfg.arch if detection is None else detection.architecture
     assert name is not None
@@ -89,7 +107,7 @@ def open_inputs(cfg: MergeConfig) -> Inputs:
     placer = A.placer(name) if table else None
     alignments = [align(f, table, placer, strict=cfg.strict) for f in files]
     base = BaseModel.open(cfg.base, table) if cfg.base else None
-    inputs = Inputs(cfg, files, alignments, name, detection, table, base)
+    inputs = Inputs(cfg, files, alignments, name, detection, table, base, block_weights=_block_weights(cfg, name))
     _index(inputs)
     if base is not None:
         _check_base(inputs)
@@ -98,10 +116,21 @@ def open_inputs(cfg: MergeConfig) -> Inputs:
     return inputs
 
 
+def _block_weights(cfg: MergeConfig, architecture: str) -> list[dict[str, float] | None]:
+    if not any(inp.block_weights for inp in cfg.inputs):
+        return []
+    user = B.read_presets(cfg.block_weights_file) if cfg.block_weights_file else {}
+    layout = B.layout_of(architecture)
+    return [
+        None if inp.block_weights is None else B.resolve(inp.block_weights, layout, architecture, user, inp.path)
+        for inp in cfg.inputs
+    ]
+
+
 def _index(s: Inputs) -> None:
     for i, (inp, alignment) in enumerate(zip(s.cfg.inputs, s.alignments)):
         for key, contributions in alignment.groups.items():
-            if not inp.wants(key):
+            if not inp.wants(key) or s.block_weight(i, key) == 0.0:  # a zero block weight leaves it out
                 continue
             c = contributions[0]
             s.targets.setdefault(key, (c.placement, c.param))

@@ -132,3 +132,25 @@ def _numel(dims) -> int:
 
 def _short(value: str, limit: int = 120) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def block_rows(architecture: str, keys: list[str] | None = None) -> list[tuple[str, int | None]]:
+    """The architecture's blocks in order (`architectures/blocks.py`), each with how many of `keys`
+    (a file's groups) it holds; ``("(no block)", n)`` last when some keys are in no block.
+    LoraMergeError when the architecture has no block layout."""
+    from .architectures.blocks import layout_of, layouts
+    from .errors import LoraMergeError
+
+    layout = layout_of(architecture)
+    if layout is None:
+        raise LoraMergeError(
+            f"architecture '{architecture}' has no block layout (block weights work for: {', '.join(layouts())})"
+        )
+    if keys is None:
+        return [(b, None) for b in layout.blocks]
+    counts: dict[str | None, int] = {}
+    for key in keys:
+        block = layout.block_of(key.split("#", 1)[0])
+        counts[block] = counts.get(block, 0) + 1
+    rows: list[tuple[str, int | None]] = [(b, counts.get(b, 0)) for b in layout.blocks]
+    return rows + ([("(no block: weight 1)", counts[None])] if None in counts else [])

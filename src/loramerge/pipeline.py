@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from .config import MergeConfig
 from .engine import GroupResult, pass2
 from .enums import OutputDtype, OutputFormat, Progress
 from .formats.kohya_meta import carried_metadata
+from .formats.memory import MemorySource
 from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, make_plan, uses_sign_statistics
@@ -34,6 +37,7 @@ class MergeResult:
     groups: list[GroupResult]
     report: Report
     store: PatchStore | None = None
+    tree: dict | None = None  # the recipe tree this result ends (`recipes.run`); None: one plain merge
 
     def items(self) -> list[OutputItem]:
         return [OutputItem(*self.inputs.targets[g.key], g.patch) for g in self.groups]
@@ -66,17 +70,19 @@ class MergeResult:
             cfg.format,
             metadata={
                 **carried_metadata((f.metadata for f in self.inputs.files), self.report.architecture),
-                **recipe_metadata(cfg, self.report),
+                **recipe_metadata(cfg, self.report, Path(path).parent, self.tree),
             },
             dtype=resolved.torch,
         )
         return OutputInfo(path=str(path), format=cfg.format.value, dtype=resolved.value, widened=written.widened)
 
 
-def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
-    """Pass 1 and the plan only: nothing merged, nothing written."""
+def analyze(
+    cfg: MergeConfig, progress: Progress | None = None, sources: Mapping[str, MemorySource] | None = None
+) -> tuple[Inputs, MergePlan, Analysis]:
+    """Pass 1 and the plan only: nothing merged, nothing written. `sources`: inputs held in memory."""
     with single_threaded_ops():
-        inputs = open_inputs(cfg)
+        inputs = open_inputs(cfg, sources)
         analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
 
@@ -86,12 +92,19 @@ def threads_of(cfg: MergeConfig) -> int:
 
 
 def run(
-    cfg: MergeConfig, progress: Progress | None = None, output: str | Path | None = None, *, overwrite: bool = False
+    cfg: MergeConfig,
+    progress: Progress | None = None,
+    output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    sources: Mapping[str, MemorySource] | None = None,
 ) -> MergeResult:
+    """One merge. `sources`: inputs held in memory by their stand-in path (a recipe's earlier steps)."""
+    sources = sources or {}
     folder = None
     if output is not None:  # before the work, not after it
         folder = check_output(output, [inp.path for inp in cfg.inputs], overwrite=overwrite).parent
-    inputs, plan, analysis = analyze(cfg, progress)
+    inputs, plan, analysis = analyze(cfg, progress, sources)
     store = PatchStore(folder)  # next to the output: the disk the user chose for the result
     try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
         with single_threaded_ops():
@@ -100,7 +113,10 @@ def run(
     except BaseException:
         store.close()
         raise
-    hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
+    hashes = {
+        i: sources[inp.path].sha256() if inp.path in sources else file_sha256(inp.path)
+        for i, inp in enumerate(cfg.inputs)
+    }
     plan = plan.with_results(groups)
     report = build_report(inputs, analysis, plan, groups, hashes=hashes)
     result = MergeResult(inputs, plan, groups, report, store)
@@ -110,13 +126,30 @@ def run(
     return result
 
 
-def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
-    """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed, version."""
-    recipe = {
-        "version": __version__,
-        "config": cfg.model_dump(mode="json"),
-        "sha256": {lora.path: lora.sha256 for lora in report.loras},
-    }
+def recipe_metadata(cfg: MergeConfig, report: Report, folder: Path, tree: dict | None = None) -> dict[str, str]:
+    """The whole recipe in the output header: inputs with SHA-256, strengths, every option, seed,
+    version (or the whole tree of a hierarchical recipe). Input paths are stored relative to the
+    output's folder (where they can be), so the recipe runs from any working directory."""
+    if tree is None:
+        config = _portable_options(cfg.model_dump(mode="json"), folder)
+        for inp in config["inputs"]:
+            inp["path"] = portable(inp["path"], folder)
+        sha = {portable(lora.path, folder): lora.sha256 for lora in report.loras}
+        recipe: dict = {"version": __version__, "config": config, "sha256": sha}
+    else:  # the output step records the format and dtype this file was written in, as above
+        written = {"format": cfg.format.value, "dtype": cfg.dtype.value}
+        steps = [
+            {
+                **step,
+                "options": _portable_options(
+                    {**step["options"], **(written if step["name"] == tree["output"] else {})}, folder
+                ),
+                "inputs": [{**i, "path": i["path"] and portable(i["path"], folder)} for i in step["inputs"]],
+            }
+            for step in tree["steps"]
+        ]
+        options = _portable_options(tree["options"], folder)
+        recipe = {"version": __version__, "tree": {**tree, "options": options, "steps": steps}}
     summary = {
         "architecture": report.architecture,
         "preset": report.preset,
@@ -127,3 +160,18 @@ def recipe_metadata(cfg: MergeConfig, report: Report) -> dict[str, str]:
         "loramerge.recipe": json.dumps(recipe, sort_keys=True),
         "loramerge.summary": json.dumps(summary, sort_keys=True),
     }
+
+
+def portable(path: str, folder: Path) -> str:
+    """`path` relative to `folder` where it can be (another Windows drive: absolute)."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+    except ValueError:
+        return os.path.abspath(path)
+
+
+def _portable_options(options: dict, folder: Path) -> dict:
+    """Options with their file paths (the block-weight presets file) stored relative to `folder`."""
+    if options.get("block_weights_file"):
+        return {**options, "block_weights_file": portable(options["block_weights_file"], folder)}
+    return options

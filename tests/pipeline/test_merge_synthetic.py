@@ -116,7 +116,9 @@ def test_same_seed_same_bytes_and_recipe_rerun(loras, tmp_path, monkeypatch):
     with safe_open(str(tmp_path / "1.safetensors"), "pt") as fh:
         meta = fh.metadata()
     recipe = json.loads(meta["loramerge.recipe"])
-    assert recipe["version"] == loramerge.__version__ and len(recipe["sha256"][str(a)]) == 64
+    assert recipe["version"] == loramerge.__version__ and len(recipe["sha256"][a.name]) == 64
+    # paths are stored relative to the output's folder (issue 14: not to the working directory)
+    assert [i["path"] for i in recipe["config"]["inputs"]] == [a.name, b.name]
 
 
 def test_cli_merge_dry_run_and_report_json(loras, tmp_path):

@@ -13,6 +13,7 @@ from .builder import Row, build_table, same, under
 from .spec import ArchTable, Branch
 
 BLOCKS = 48
+SMALL_BLOCKS = 28  # 2B
 
 
 def _attention(name: str) -> tuple[Row, ...]:

@@ -14,6 +14,7 @@ from .builder import Row, build_table, under
 from .spec import ArchTable, Branch
 
 BLOCKS = 40
+SMALL_BLOCKS = 30  # 1.3B and 5B
 
 BLOCK = (
     Row("self_attn.q", "attn1.to_q"),

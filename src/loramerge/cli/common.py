@@ -71,21 +71,40 @@ def progress_bar(quiet: bool):
     return _Ctx()
 
 
-def build_config(loras, recipe, options: dict, base=None):
-    """The configuration from LoRAs and options, on top of a recipe file or a `base` configuration
-    (a tuner-data candidate) when given: options given win, LoRAs given replace the inputs."""
+def build_config(
+    loras, recipe, options: dict, base=None, *, formula: str | None = None, allow_changed_inputs: bool = False
+):
+    """The `MergeConfig` of one merge, or the `Recipe` of a merge in steps (``--formula``, or a
+    ``--recipe`` that holds steps); on top of a recipe file or a `base` configuration (a tuner-data
+    candidate) when given: options given on the command line win, LoRAs given replace the inputs."""
     from ..api import as_input, load_recipe
     from ..config import MergeConfig
+    from ..recipes.formula import formula_recipe
+    from ..recipes.schema import Recipe
 
     given = {k: v for k, v in options.items() if v is not None}
-    if recipe is not None or base is not None:
-        data = (base if base is not None else load_recipe(recipe)).model_dump()
+    if formula is not None:
+        if recipe is not None:
+            raise typer.BadParameter("give --formula or --recipe, not both")
+        if not loras:
+            raise typer.BadParameter("--formula needs the LoRA files it numbers (1 = the first)")
+        return formula_recipe(formula, [as_input(x) for x in loras], given)
+    if base is not None:
+        data = base.model_dump()
+    elif recipe is not None:
+        loaded = load_recipe(recipe, allow_changed_inputs=allow_changed_inputs)
+        if isinstance(loaded, Recipe):
+            if loras:
+                raise typer.BadParameter("a recipe with steps names its own inputs: give no LoRA files with it")
+            return loaded.model_copy(update={"options": {**loaded.options, **given}}).check()
+        data = loaded.model_dump()
+    if base is not None or recipe is not None:
         data.update(given)
         if loras:
             data["inputs"] = [as_input(x) for x in loras]
         return MergeConfig(**data)
     if not loras:
-        raise typer.BadParameter("give LoRA files (PATH[:STRENGTH[,TE_STRENGTH]]) or --recipe")
+        raise typer.BadParameter("give LoRA files (PATH[:STRENGTH[,TE_STRENGTH]][@BLOCK_WEIGHTS]) or --recipe")
     return MergeConfig(inputs=tuple(as_input(x) for x in loras), **given)
 
 
@@ -126,12 +145,17 @@ def normalised(options: dict) -> dict:
     return out
 
 
-LorasArg = Annotated[Optional[list[str]], typer.Argument(help="LoRA files as PATH[:STRENGTH[,TE_STRENGTH]].")]
+LorasArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="LoRA files as PATH[:STRENGTH[,TE_STRENGTH]][@BLOCK_WEIGHTS] (docs/BLOCK_WEIGHTS.md)."),
+]
 
 
 def with_inputs_options(cfg, preserve, include, exclude):
     if not (preserve or include or exclude):
         return cfg
+    if not hasattr(cfg, "inputs"):
+        raise typer.BadParameter("--preserve/--include/--exclude apply to one merge; in a recipe, set them per input")
     inputs = []
     for inp in cfg.inputs:
         update = {}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._app import ArchOpt, BaseOpt, PickleOpt, app, console
@@ -14,8 +15,16 @@ from ._app import ArchOpt, BaseOpt, PickleOpt, app, console
 
 @app.command()
 def inspect(
-    files: Annotated[list[Path], typer.Argument(help="LoRA files.")],
+    files: Annotated[Optional[list[Path]], typer.Argument(help="LoRA files.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per file).")] = False,
+    blocks: Annotated[
+        bool,
+        typer.Option(
+            "--blocks",
+            help="Print the architecture's block names (for PATH:S@w1,w2,... block weights), with each file's "
+            "group count per block; with --arch and no files, the architecture's blocks, forms and presets.",
+        ),
+    ] = False,
     arch: ArchOpt = None,
     base: BaseOpt = None,
     allow_pickle: PickleOpt = False,
@@ -23,6 +32,14 @@ def inspect(
     """Show format, architecture, adapter kinds, ranks, alphas and keys that do not fit."""
     from ..inspection import inspect_file
 
+    if not files:
+        if blocks and arch:
+            _render_layout(arch)
+            return
+        raise typer.BadParameter("give LoRA files (or --blocks --arch NAME)")
+    if blocks:
+        _render_blocks(files, arch, as_json, allow_pickle)
+        return
     summaries = [inspect_file(f, arch=arch, base=base, allow_pickle=allow_pickle) for f in files]
     if as_json:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
@@ -53,3 +70,34 @@ def _render_summary(s) -> None:
         t.add_row("[red]not in base[/red]", f"{len(s.base_missing)}: " + ", ".join(s.base_missing[:5]))
         t.add_row("[red]shape mismatch[/red]", f"{len(s.base_mismatched)}: " + "; ".join(s.base_mismatched[:3]))
     console.print(t)
+
+
+def _render_layout(arch: str) -> None:
+    from ..architectures.blocks import layout_of
+    from ..inspection import block_rows
+
+    block_rows(arch)  # the error when there is no layout
+    layout = layout_of(arch)
+    assert layout is not None
+    console.print(f"{escape(arch)}:\n  {escape(layout.describe())}", highlight=False, soft_wrap=True)
+
+
+def _render_blocks(files: list[Path], arch: str | None, as_json: bool, allow_pickle: bool) -> None:
+    from ..inspection import block_rows, open_and_align
+
+    out: list[dict] = []
+    for f in files:
+        _, alignment, _ = open_and_align(f, arch=arch, allow_pickle=allow_pickle)
+        rows = block_rows(alignment.architecture, list(alignment.groups))
+        out.append({"path": str(f), "architecture": alignment.architecture, "blocks": dict(rows)})
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    for item in out:
+        t = Table(title=f"{item['path']} ({item['architecture']})", title_justify="left")
+        t.add_column("block")
+        t.add_column("groups", justify="right")
+        for block, n in item["blocks"].items():
+            t.add_row(escape(block), str(n))
+        console.print(t)
+        _render_layout(item["architecture"])

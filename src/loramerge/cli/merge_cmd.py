@@ -38,7 +38,11 @@ def merge(
         Optional[list[str]], typer.Option("--exclude", help="Leave out targets matching this regex.")
     ] = None,
     recipe: Annotated[
-        Optional[Path], typer.Option("--recipe", help="Re-run a YAML/JSON recipe or a loramerge output file.")
+        Optional[Path],
+        typer.Option(
+            "--recipe",
+            help="Run a YAML/JSON recipe (one merge or a tree of steps) or re-run a loramerge output file.",
+        ),
     ] = None,
     tuner_data: Annotated[
         Optional[Path], typer.Option("--tuner-data", help="Merge a candidate of this tuner data (loramerge tune).")
@@ -46,6 +50,21 @@ def merge(
     select: Annotated[
         Optional[int], typer.Option("--select", help="Which candidate of --tuner-data (1 = the best; default 1).")
     ] = None,
+    formula: Annotated[
+        Optional[str],
+        typer.Option(
+            "--formula",
+            help="Merge in steps: '(1+2):0.6 + 3:0.4' (numbers = the LoRA arguments; each bracket is a merge step). "
+            "See docs/RECIPES.md.",
+        ),
+    ] = None,
+    allow_changed_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-inputs",
+            help="Run a recipe even where an input's SHA-256 differs from the recorded one.",
+        ),
+    ] = False,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     report_html: ReportHtmlOpt = None,
     sort: SortOpt = ReportSort.CONFLICT,
@@ -60,7 +79,10 @@ def merge(
     if out is None and not dry_run:
         raise typer.BadParameter("give -o OUT.safetensors (or --dry-run)")
     base = _selected(tuner_data, select, recipe)
-    cfg = with_inputs_options(build_config(loras, recipe, normalised(options), base), preserve, include, exclude)
+    built = build_config(
+        loras, recipe, normalised(options), base, formula=formula, allow_changed_inputs=allow_changed_inputs
+    )
+    cfg = with_inputs_options(built, preserve, include, exclude)
     check_report_html(report_html)
     with progress_bar(quiet) as progress:
         result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
@@ -96,8 +118,10 @@ def analyze(
 ) -> None:
     """Run pass 1 and the plan only: statistics and decisions per group; writes no LoRA."""
     from ..api import analyze as run_analyze
+    from ..config import MergeConfig
 
     cfg = build_config(loras, None, normalised(options))
+    assert isinstance(cfg, MergeConfig)
     check_report_html(report_html)
     with progress_bar(quiet or as_json) as progress:
         report = run_analyze(cfg, progress=progress).report()

@@ -14,6 +14,7 @@ from ..patches import AdapterKind, Patch
 from . import algebras
 from .dialects import ParsedStem, parse_key, parse_stem
 from .files import TensorSource
+from .memory import MemorySource
 from .peft_meta import PeftConfig, parse_adapter_metadata
 
 _COMPONENT_OF_PREFIX = {
@@ -43,9 +44,11 @@ class AdapterFile:
     """A LoRA/LyCORIS file: its module entries, metadata and unparsed keys. Tensors stay on disk
     until `patches()` asks for one module's."""
 
-    def __init__(self, path: str | Path, *, allow_pickle: bool = False):
+    def __init__(
+        self, path: str | Path, *, allow_pickle: bool = False, source: TensorSource | MemorySource | None = None
+    ):
         self.path = Path(path)
-        self.source = TensorSource(self.path, allow_pickle=allow_pickle)
+        self.source = source if source is not None else TensorSource(self.path, allow_pickle=allow_pickle)
         self.metadata = self.source.metadata
         self._finite: set[str] = set()  # keys whose values were checked (a file is read once per pass)
         self.unparsed: list[str] = []

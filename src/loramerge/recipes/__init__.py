@@ -1,0 +1,1 @@
+"""Hierarchical recipes: a tree of merge steps (schema), its short form (formula) and its run."""
