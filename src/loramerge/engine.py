@@ -21,6 +21,7 @@ from .decide import GroupDecision
 from .enums import Progress
 from .formats.align import add_patches
 from .inputs import Inputs
+from .numerics import group_maths
 from .patches import Dense, LowRank, Patch
 from .plan import MergePlan
 from .refine import RefineParams, refined_merge
@@ -53,6 +54,11 @@ def pass2(
 
 
 def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
+    with group_maths(key, "merge"):
+        return _merge_group(inputs, plan, key)
+
+
+def _merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     cfg = inputs.cfg
     g = inputs.group(key)
     te, scale = g.text_encoder, plan.scale(g.text_encoder)
