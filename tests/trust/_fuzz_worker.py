@@ -98,7 +98,9 @@ def value_mutation(draw) -> bytes:
     value = draw(st.sampled_from([float("nan"), float("inf"), -float("inf"), 65504.0, -65504.0, 0.0, -1.0, 1e4]))
     data = bytearray(DATA)
     everywhere = draw(st.booleans())
-    for at in range(begin, end, size) if everywhere else [begin + size * draw(st.integers(0, (end - begin) // size - 1))]:
+    for at in (
+        range(begin, end, size) if everywhere else [begin + size * draw(st.integers(0, (end - begin) // size - 1))]
+    ):
         data[at : at + size] = struct.pack(fmt, value)
     return RAW[: 8 + N] + bytes(data)
 
@@ -117,7 +119,9 @@ def byte_mutation(draw) -> bytes:
         at = draw(st.integers(0, len(raw)))
         raw[at:at] = draw(st.binary(min_size=1, max_size=16))
     else:
-        raw[:8] = struct.pack("<Q", draw(st.integers(0, 2**64 - 1) | st.integers(N - 16, N + 16).filter(lambda n: n >= 0)))
+        raw[:8] = struct.pack(
+            "<Q", draw(st.integers(0, 2**64 - 1) | st.integers(N - 16, N + 16).filter(lambda n: n >= 0))
+        )
     return bytes(raw)
 
 

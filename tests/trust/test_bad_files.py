@@ -376,3 +376,31 @@ def test_cli_warns_and_exits_0_for_a_negative_alpha(tmp_path, good, out):
     assert proc.returncode == 0, proc.stderr
     assert "alpha <= 0 in 1 module(s)" in proc.stdout + proc.stderr
     assert (out / "m.safetensors").exists()
+
+
+# -- PEFT metadata: it decides every module's alpha -------------------------------------------------------
+def _peft(tmp_path, adapter_metadata: str):
+    g = torch.Generator().manual_seed(0)
+    t = {"unet.a.lora_A.weight": torch.randn(2, 3, generator=g), "unet.a.lora_B.weight": torch.randn(4, 2, generator=g)}
+    return tensors_file(tmp_path / "peft.safetensors", t, metadata={"lora_adapter_metadata": adapter_metadata})
+
+
+@pytest.mark.parametrize(
+    "adapter_metadata, fragment",
+    [
+        ("{", "PEFT metadata is not valid JSON"),
+        ("[2]", "PEFT metadata is a JSON list"),
+        ('{"unet.r": 2, "unet.lora_alpha": "x"}', "'unet.lora_alpha' is \"x\", not a number"),
+        ('{"unet.r": 2, "unet.alpha_pattern": {"a(": 1}}', "'unet.alpha_pattern' holds 'a(', not a regular expression"),
+        ('{"unet.r": 2, "unet.alpha_pattern": [1]}', "'unet.alpha_pattern' is a JSON list"),
+    ],
+)
+def test_unreadable_peft_metadata_is_refused_not_ignored(adapter_metadata, fragment, tmp_path, good, out):
+    """Ignored before (alpha silently became the rank), or a TypeError/re.error traceback."""
+    bad = _peft(tmp_path, adapter_metadata)
+    _names(_merge_fails(bad, good, out), bad, "__metadata__.lora_adapter_metadata", fragment)
+
+
+def test_nan_peft_alpha_is_refused(tmp_path, good, out):
+    bad = _peft(tmp_path, '{"unet.r": 2, "unet.lora_alpha": NaN}')
+    _names(_merge_fails(bad, good, out), bad, "unet.a (lora_adapter_metadata lora_alpha)", "alpha is nan")

@@ -67,8 +67,11 @@ def _mutants(seed: Path, folder: Path) -> list[Path]:
     negative[key]["data_offsets"] = [-16, negative[key]["data_offsets"][1] - 16]
     integer = json.loads(json.dumps(header))
     integer[key]["dtype"] = "I16"
-    return [write("nan.safetensors", nan), write("negative.safetensors", negative),
-            write("integer.safetensors", integer)]
+    return [
+        write("nan.safetensors", nan),
+        write("negative.safetensors", negative),
+        write("integer.safetensors", integer),
+    ]
 
 
 def test_cli_answers_mutants_with_an_error_line(seed_file, tmp_path):
@@ -76,7 +79,16 @@ def test_cli_answers_mutants_with_an_error_line(seed_file, tmp_path):
     out.mkdir()
     for mutant in _mutants(seed_file, tmp_path):
         proc = subprocess.run(
-            [sys.executable, "-m", "loramerge.cli", "merge", str(mutant), str(seed_file), "-o", str(out / "m.safetensors")],
+            [
+                sys.executable,
+                "-m",
+                "loramerge.cli",
+                "merge",
+                str(mutant),
+                str(seed_file),
+                "-o",
+                str(out / "m.safetensors"),
+            ],
             capture_output=True,
             text=True,
             timeout=300,
@@ -84,6 +96,7 @@ def test_cli_answers_mutants_with_an_error_line(seed_file, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith(f"error: {mutant}, key '"), proc.stderr
         assert list(out.iterdir()) == []
-    proc = subprocess.run([sys.executable, "-m", "loramerge.cli", "inspect", str(mutant)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loramerge.cli", "inspect", str(mutant)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

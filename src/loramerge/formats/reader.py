@@ -16,7 +16,7 @@ from . import algebras
 from .checks import ContentNotes, check_tensor_header
 from .dialects import ParsedStem, parse_key, parse_stem
 from .files import TensorSource
-from .peft_meta import PeftConfig, parse_adapter_metadata
+from .peft_meta import PeftConfig, PeftMetadataError, parse_adapter_metadata
 
 _COMPONENT_OF_PREFIX = {
     "unet.": "unet",
@@ -66,7 +66,15 @@ class AdapterFile:
         self._delta_shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self.notes = ContentNotes()  # filled as tensors are read: the warnings `content_warnings` gives
         self.entries: dict[str, ModuleEntry] = self._parse()
-        self.peft = parse_adapter_metadata(self.metadata)
+        try:
+            self.peft = parse_adapter_metadata(self.metadata)
+        except PeftMetadataError as exc:
+            raise InputFileError(
+                self.path,
+                f"PEFT metadata {exc}",
+                key="__metadata__.lora_adapter_metadata",
+                hint="it decides every module's alpha: fix the entry, or remove it to use alpha = rank",
+            ) from None
 
     # -- parsing -------------------------------------------------------------------------------
     def _parse(self) -> dict[str, ModuleEntry]:
