@@ -404,3 +404,10 @@ def test_unreadable_peft_metadata_is_refused_not_ignored(adapter_metadata, fragm
 def test_nan_peft_alpha_is_refused(tmp_path, good, out):
     bad = _peft(tmp_path, '{"unet.r": 2, "unet.lora_alpha": NaN}')
     _names(_merge_fails(bad, good, out), bad, "unet.a (lora_adapter_metadata lora_alpha)", "alpha is nan")
+
+
+def test_a_path_the_system_refuses_is_an_error(tmp_path):
+    """OSError from stat (here ENAMETOOLONG; EINVAL came from seeking to a huge offset, refused above)."""
+    long = tmp_path / ("x" * 5000 + ".safetensors")
+    with pytest.raises(InputFileError, match="cannot open: File name too long"):
+        inspect_file(long)

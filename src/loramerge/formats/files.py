@@ -24,11 +24,15 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     """Parse and validate a safetensors header without touching tensor data:
     ({key: {dtype, shape, data_offsets}}, metadata). See `validate` for the rules."""
     path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file not found", hint="check the path")
-    if path.is_dir():
-        raise InputFileError(path, "is a directory, not a LoRA file", hint="pass the .safetensors file inside it")
-    size = path.stat().st_size
+    try:
+        if not path.exists():
+            raise InputFileError(path, "file not found", hint="check the path")
+        if path.is_dir():
+            raise InputFileError(path, "is a directory, not a LoRA file", hint="pass the .safetensors file inside it")
+        size = path.stat().st_size
+    except OSError as exc:  # a folder on the way that cannot be read, a name too long, ...
+        problem = f"cannot open: {exc.strerror or exc}"
+        raise InputFileError(path, problem, hint="check the path and its permissions") from None
     if size == 0:
         raise InputFileError(path, "file is empty (0 bytes)", hint="the download or save was probably interrupted")
     if path.suffix.lower() in PICKLE_SUFFIXES or (_looks_pickled(path) and not _looks_safetensors(path, size)):
