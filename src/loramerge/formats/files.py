@@ -99,7 +99,10 @@ class TensorSource:
     def __init__(self, path: Path, *, allow_pickle: bool = False):
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
-        size = self.path.stat().st_size if self.path.is_file() else 0
+        try:
+            size = self.path.stat().st_size if self.path.is_file() else 0
+        except OSError:
+            size = 0  # read_header below says what is wrong with the path
         pickled = _looks_pickled(self.path) and not _looks_safetensors(self.path, size) if size else False
         if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or pickled):
             self._pickled = _load_pickle(self.path)
