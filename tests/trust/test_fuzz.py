@@ -62,7 +62,9 @@ def _mutants(seed: Path, folder: Path) -> list[Path]:
         path.write_bytes(struct.pack("<Q", len(text)) + text + data)
         return path
 
-    nan = json.dumps(header).replace('"shape": [', '"shape": [NaN, ', 1)
+    nan = json.loads(json.dumps(header))
+    nan[key]["shape"] = "@NaN@"
+    nan = json.dumps(nan).replace('"@NaN@"', "NaN")  # a NaN literal where the shape should be
     negative = json.loads(json.dumps(header))
     negative[key]["data_offsets"] = [-16, negative[key]["data_offsets"][1] - 16]
     integer = json.loads(json.dumps(header))
