@@ -23,6 +23,7 @@ from .decide import GroupDecision
 from .enums import Progress, RefineLevel
 from .formats.align import add_patches
 from .inputs import Inputs
+from .numerics import group_maths
 from .patches import Dense, LowRank, Patch
 from .plan import MergePlan
 from .refine import RefineParams, refined_merge
@@ -65,6 +66,11 @@ def pass2(
 
 
 def merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | None = None) -> GroupResult:
+    with group_maths(key, "merge"):
+        return _merge_group(inputs, plan, key, stats)
+
+
+def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | None) -> GroupResult:
     cfg = inputs.cfg
     g = inputs.group(key)
     te, scale = g.text_encoder, plan.scale(g.text_encoder)

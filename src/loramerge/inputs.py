@@ -7,6 +7,7 @@ never held here: `group()` reads the patches of one group on demand, for pass 1 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from .architectures.spec import ArchTable, Placement
 from .basemodel import BaseModel
 from .config import MergeConfig
 from .enums import UNKNOWN_ARCH
-from .errors import BaseModelMismatchError, LoraMergeError
-from .formats.align import Alignment, align, load_group, stems_of
+from .errors import BaseModelMismatchError, InputFileError, LoraMergeError
+from .formats.align import Alignment, align, group_shape, load_group, stems_of
 from .formats.memory import MemorySource
 from .formats.reader import AdapterFile
 from .patches import Patch
@@ -138,6 +139,36 @@ def _index(s: Inputs) -> None:
     for key in s.targets:
         s.groups.setdefault(key, [])
         s.preserved.setdefault(key, [])
+    _check_group_shapes(s)
+
+
+def _check_group_shapes(s: Inputs) -> None:
+    """Every LoRA's ΔW of a group has one shape (header only, before any work). Strict: an error;
+    lenient: the contributions that differ from the most common shape (ties: the first input's)
+    are left out and listed with the unplaced keys."""
+    for key in s.targets:
+        present = s.groups[key] + s.preserved[key]
+        shapes = {i: group_shape(s.alignments[i], s.table, key) for i in sorted(present)}
+        if len(set(shapes.values())) < 2:
+            continue
+        counts = Counter(shapes.values())
+        common = max(counts, key=lambda shape: (counts[shape], -min(i for i in shapes if shapes[i] == shape)))
+        first = min(i for i in shapes if shapes[i] == common)
+        for i, shape in shapes.items():
+            if shape == common:
+                continue
+            if s.cfg.strict:
+                raise InputFileError(
+                    s.cfg.inputs[i].path,
+                    f"ΔW is {list(shape)} here but {list(common)} in {s.cfg.inputs[first].path}",
+                    key=key,
+                    hint="the LoRAs are for different models; merge LoRAs of one model, "
+                    "or pass --lenient to leave this group out of this LoRA",
+                )
+            s.alignments[i].unplaced.append(f"{key} (ΔW {list(shape)}, the others' {list(common)})")
+            for lst in (s.groups[key], s.preserved[key]):
+                if i in lst:
+                    lst.remove(i)
 
 
 def _check_base(s: Inputs) -> None:

@@ -121,7 +121,11 @@ def run(
     report = build_report(inputs, analysis, plan, groups, hashes=hashes)
     result = MergeResult(inputs, plan, groups, report, store)
     if output is not None:
-        saved = result.save(output, overwrite=overwrite)
+        try:
+            saved = result.save(output, overwrite=overwrite)
+        except BaseException:  # e.g. a non-finite merged tensor: no output, and no spool left beside it
+            result.close()
+            raise
         result = replace(result, report=report.model_copy(update={"output": saved}))
     return result
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..enums import Progress
 from ..inputs import Inputs
+from ..numerics import group_maths
 from ..rng import group_generator
 from ..threads import ordered_map
 from .stats import GroupStats, group_stats
@@ -32,14 +33,15 @@ def pass1(inputs: Inputs, progress: Progress | None = None, *, threads: int = 1,
         if not inputs.groups[key]:
             return None
         g = inputs.group(key, preserved=False)
-        return group_stats(
-            key,
-            tuple(g.loras),
-            g.patches,
-            generator=group_generator(inputs.cfg.seed, key),
-            sample_size=inputs.cfg.sample_size,
-            signs=signs,
-        )
+        with group_maths(key, "analysis"):
+            return group_stats(
+                key,
+                tuple(g.loras),
+                g.patches,
+                generator=group_generator(inputs.cfg.seed, key),
+                sample_size=inputs.cfg.sample_size,
+                signs=signs,
+            )
 
     out = Analysis()
     keys = inputs.keys

@@ -7,6 +7,7 @@ FLUX ``img_attn_qkv``) are split into their component groups here; the writer re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -133,6 +134,38 @@ def load_group(
         total = patch if total is None else add_patches(total, patch)
     assert total is not None
     return total
+
+
+def group_shape(alignment: Alignment, table: ArchTable | None, group: str) -> tuple[int, int]:
+    """(rows, columns) of the ΔW `load_group` gives for `group`, from the header alone; aliases that
+    disagree, or a fused module that cannot be split, are errors naming the file and key."""
+    found: tuple[int, int] | None = None
+    for c in alignment.groups[group]:
+        shape = alignment.file.delta_shapes(c.entry)[c.param]
+        rows = shape[0]
+        fused = table.modules.get(c.placement.module) if table else None
+        if c.sliced and fused is not None and c.placement.component is not None:
+            try:
+                part = fused.slices(rows)[c.placement.component]
+            except ValueError as exc:
+                raise InputFileError(
+                    alignment.file.path,
+                    f"fused module cannot be split into {', '.join(fused.names)}: {exc}",
+                    key=c.entry.stem,
+                    hint="the file is corrupt, or is for another architecture (check --arch)",
+                ) from exc
+            rows = part.stop - part.start
+        mine = (rows, math.prod(shape[1:]))
+        if found is not None and mine != found:
+            raise InputFileError(
+                alignment.file.path,
+                f"two spellings of one module give ΔW {list(found)} and {list(mine)}",
+                key=c.entry.stem,
+                hint="the file holds the same module twice with different shapes; remove one",
+            )
+        found = mine
+    assert found is not None
+    return found
 
 
 def _rows(patch: Patch) -> int:

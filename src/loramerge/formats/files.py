@@ -6,7 +6,6 @@ deep inside safetensors or torch reaches the user as a bare traceback.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import sys
@@ -15,19 +14,25 @@ from pathlib import Path
 import torch
 
 from ..errors import InputFileError, PickleRefusedError
+from .validate import parse_header, validate_header
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
 def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
-    """Parse a safetensors header without touching tensor data: ({key: {dtype, shape, offsets}}, metadata)."""
+    """Parse and validate a safetensors header without touching tensor data:
+    ({key: {dtype, shape, data_offsets}}, metadata). See `validate` for the rules."""
     path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file not found", hint="check the path")
-    if path.is_dir():
-        raise InputFileError(path, "is a directory, not a LoRA file", hint="pass the .safetensors file inside it")
-    size = path.stat().st_size
+    try:
+        if not path.exists():
+            raise InputFileError(path, "file not found", hint="check the path")
+        if path.is_dir():
+            raise InputFileError(path, "is a directory, not a LoRA file", hint="pass the .safetensors file inside it")
+        size = path.stat().st_size
+    except OSError as exc:  # a folder on the way that cannot be read, a name too long, ...
+        problem = f"cannot open: {exc.strerror or exc}"
+        raise InputFileError(path, problem, hint="check the path and its permissions") from None
     if size == 0:
         raise InputFileError(path, "file is empty (0 bytes)", hint="the download or save was probably interrupted")
     if path.suffix.lower() in PICKLE_SUFFIXES or (_looks_pickled(path) and not _looks_safetensors(path, size)):
@@ -36,45 +41,55 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
             "is a pickle checkpoint; loramerge never unpickles files by default (pickles can run code)",
             hint="convert it to .safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
         )
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise InputFileError(path, f"file is too short ({size} bytes) to be safetensors")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, _MAX_HEADER):
-            raise InputFileError(
-                path,
-                f"truncated or not safetensors: header claims {n} bytes, file has {size}",
-                hint="re-download or re-save the file",
-            )
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(
-                path, f"safetensors header is not valid JSON ({exc})", hint="the file is corrupt"
-            ) from exc
-    if not isinstance(header, dict):
-        raise InputFileError(path, "safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-    if 8 + n + data_end > size:
+    head = read_exactly(path, 0, 8, "the header length")
+    (n,) = struct.unpack("<Q", head)
+    if n < 2 or n > min(size - 8, _MAX_HEADER):
         raise InputFileError(
             path,
-            f"truncated: tensor data ends at byte {8 + n + data_end}, file has {size}",
+            f"truncated or not safetensors: header claims {n} bytes, file has {size}",
             hint="re-download or re-save the file",
         )
-    return header, {str(k): str(v) for k, v in metadata.items()}
+    header = parse_header(path, read_exactly(path, 8, n, "the header"))
+    return validate_header(path, header, size - 8 - n)
+
+
+def read_exactly(path: Path, offset: int, length: int, what: str, key: str | None = None) -> bytes:
+    """`length` bytes at `offset`, or an `InputFileError` (short read, I/O error) naming `what`."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            raw = fh.read(length)
+    except OSError as exc:
+        raise InputFileError(
+            path, f"cannot read {what}: {exc.strerror or exc}", key=key, hint="check the file and the disk it is on"
+        ) from None
+    if len(raw) != length:
+        raise InputFileError(
+            path,
+            f"{what} is cut short: {len(raw)} of {length} bytes (the file changed or is truncated)",
+            key=key,
+            hint="re-download or re-save the file",
+        )
+    return raw
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise InputFileError(
+            path, f"cannot read the file: {exc.strerror or exc}", hint="check its permissions"
+        ) from None
 
 
 def _looks_safetensors(path: Path, size: int) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(9)
+    head = _head(path, 9)
     return len(head) == 9 and struct.unpack("<Q", head[:8])[0] <= size - 8 and head[8:9] == b"{"
 
 
 def _looks_pickled(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    magic = _head(path, 4)
     return magic[:2] == b"PK" or magic[:1] == b"\x80"
 
 
@@ -84,7 +99,10 @@ class TensorSource:
     def __init__(self, path: Path, *, allow_pickle: bool = False):
         self.path = Path(path)
         self._pickled: dict[str, torch.Tensor] | None = None
-        size = self.path.stat().st_size if self.path.is_file() else 0
+        try:
+            size = self.path.stat().st_size if self.path.is_file() else 0
+        except OSError:
+            size = 0  # read_header below says what is wrong with the path
         pickled = _looks_pickled(self.path) and not _looks_safetensors(self.path, size) if size else False
         if allow_pickle and (self.path.suffix.lower() in PICKLE_SUFFIXES or pickled):
             self._pickled = _load_pickle(self.path)
@@ -93,12 +111,11 @@ class TensorSource:
             self.metadata: dict[str, str] = {}
         else:
             header, self.metadata = read_header(self.path)
-            with open(self.path, "rb") as fh:
-                self._data_start = 8 + struct.unpack("<Q", fh.read(8))[0]
+            self._data_start = 8 + struct.unpack("<Q", read_exactly(self.path, 0, 8, "the header length"))[0]
             # compact forms only: the parsed JSON of a big header is ~1 MiB of small objects per file
-            self.shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
-            self.dtypes = {k: sys.intern(str(v["dtype"])) for k, v in header.items()}
-            self._offsets = {k: (int(v["data_offsets"][0]), int(v["data_offsets"][1])) for k, v in header.items()}
+            self.shapes = {k: tuple(v["shape"]) for k, v in header.items()}
+            self.dtypes = {k: sys.intern(v["dtype"]) for k, v in header.items()}
+            self._offsets = {k: (v["data_offsets"][0], v["data_offsets"][1]) for k, v in header.items()}
 
     def keys(self) -> list[str]:
         return list(self.shapes)
@@ -112,14 +129,21 @@ class TensorSource:
         if self._pickled is not None:
             return {k: self._pickled[k] for k in keys}
         out = {}
-        with open(self.path, "rb") as fh:
-            for key in keys:
-                start, end = self._offsets[key]
-                fh.seek(self._data_start + start)
-                raw = fh.read(end - start)
-                if len(raw) != end - start:
-                    raise InputFileError(self.path, "tensor data is cut short", key=key, hint="the file is truncated")
-                out[key] = _tensor(raw, self.dtypes[key], self.shapes[key], self.path, key)
+        try:
+            with open(self.path, "rb") as fh:
+                for key in keys:
+                    start, end = self._offsets[key]
+                    fh.seek(self._data_start + start)
+                    raw = fh.read(end - start)
+                    if len(raw) != end - start:
+                        raise InputFileError(
+                            self.path, "tensor data is cut short", key=key, hint="the file is truncated or changed"
+                        )
+                    out[key] = _tensor(raw, self.dtypes[key], self.shapes[key], self.path, key)
+        except OSError as exc:
+            raise InputFileError(
+                self.path, f"cannot read tensor data: {exc.strerror or exc}", hint="check the file and its disk"
+            ) from None
         return out
 
 
@@ -136,6 +160,11 @@ SAFETENSORS_DTYPES = {
     "BOOL": torch.bool,
     "F8_E4M3": torch.float8_e4m3fn,
     "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
+    "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
+    "U16": torch.uint16,
+    "U32": torch.uint32,
+    "U64": torch.uint64,
 }
 
 

@@ -34,15 +34,22 @@ def _match(patterns: dict, path: str):
     return None
 
 
+class PeftMetadataError(ValueError):
+    """`lora_adapter_metadata` that cannot be read as PEFT configurations (the caller adds the file)."""
+
+
 def parse_adapter_metadata(metadata: dict[str, str]) -> dict[str, PeftConfig]:
-    """Component prefix ("" when unprefixed) -> PeftConfig. Empty when the file has none."""
+    """Component prefix ("" when unprefixed) -> PeftConfig. Empty when the file has none; a value
+    that cannot be a PEFT configuration (it would decide every module's alpha) is an error."""
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return {}
     try:
         flat = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise PeftMetadataError(f"is not valid JSON ({exc})") from None
+    if not isinstance(flat, dict):
+        raise PeftMetadataError(f"is a JSON {type(flat).__name__}, not an object of PEFT settings")
     groups: dict[str, dict] = {}
     for key, value in flat.items():
         prefix, _, name = key.rpartition(".") if "." in key else ("", "", key)
@@ -51,11 +58,32 @@ def parse_adapter_metadata(metadata: dict[str, str]) -> dict[str, PeftConfig]:
     for prefix, cfg in groups.items():
         if "lora_alpha" not in cfg and "r" not in cfg:
             continue
+        where = f"{prefix}." if prefix else ""
         out[prefix] = PeftConfig(
-            lora_alpha=cfg.get("lora_alpha"),
-            r=cfg.get("r"),
-            rank_pattern=dict(cfg.get("rank_pattern") or {}),
-            alpha_pattern=dict(cfg.get("alpha_pattern") or {}),
+            lora_alpha=_number(cfg.get("lora_alpha"), f"{where}lora_alpha"),
+            r=_number(cfg.get("r"), f"{where}r"),  # type: ignore[arg-type]  # checked: a number
+            rank_pattern=_patterns(cfg.get("rank_pattern"), f"{where}rank_pattern"),  # type: ignore[arg-type]
+            alpha_pattern=_patterns(cfg.get("alpha_pattern"), f"{where}alpha_pattern"),
             use_rslora=bool(cfg.get("use_rslora", False)),
         )
     return out
+
+
+def _number(value, name: str) -> float | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise PeftMetadataError(f"'{name}' is {json.dumps(value)[:40]}, not a number")
+
+
+def _patterns(value, name: str) -> dict[str, float]:
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise PeftMetadataError(f"'{name}' is a JSON {type(value).__name__}, not an object of pattern: number")
+    for pattern, number in value.items():
+        _number(number, f"{name}.{pattern}")
+        try:
+            re.compile(rf"(.*\.)?({pattern})$")  # as `_match` uses it
+        except re.error as exc:
+            raise PeftMetadataError(f"'{name}' holds '{pattern}', not a regular expression ({exc})") from None
+    return dict(value)

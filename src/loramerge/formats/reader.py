@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -10,12 +11,13 @@ from pathlib import Path
 import torch
 
 from ..errors import InputFileError
-from ..patches import AdapterKind, Patch
+from ..patches import AdapterKind, LowRank, Patch
 from . import algebras
+from .checks import ContentNotes, check_tensor_header
 from .dialects import ParsedStem, parse_key, parse_stem
 from .files import TensorSource
 from .memory import MemorySource
-from .peft_meta import PeftConfig, parse_adapter_metadata
+from .peft_meta import PeftConfig, PeftMetadataError, parse_adapter_metadata
 
 _COMPONENT_OF_PREFIX = {
     "unet.": "unet",
@@ -24,6 +26,19 @@ _COMPONENT_OF_PREFIX = {
     "text_encoder_2.": "text_encoder_2",
     "text_encoder_3.": "text_encoder_3",
 }
+
+
+def _shape_of(p: Patch) -> tuple[int, ...]:
+    if isinstance(p, LowRank):
+        return p.shape if p.shape is not None else (p.out_features, int(p.down.shape[1]))
+    return tuple(p.delta.shape)
+
+
+# the largest ΔW one module may have, in values (or 64 per byte of the file): 512 MiB in float32, over
+# the largest layers in the architecture tables (Wan's 5120 x 13824 FFN: 71 M values)
+MAX_DELTA_VALUES = 1 << 27
+_SHAPE_ERRORS = (ValueError, RuntimeError, IndexError, KeyError)  # AlgebraError is a ValueError
+_FIT_HINT = "the module's tensors do not fit together: the file is corrupt or the tensors were mislabelled"
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,18 @@ class AdapterFile:
         self.metadata = self.source.metadata
         self._finite: set[str] = set()  # keys whose values were checked (a file is read once per pass)
         self.unparsed: list[str] = []
+        self._delta_shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+        self.notes = ContentNotes()  # filled as tensors are read: the warnings `content_warnings` gives
         self.entries: dict[str, ModuleEntry] = self._parse()
-        self.peft = parse_adapter_metadata(self.metadata)
+        try:
+            self.peft = parse_adapter_metadata(self.metadata)
+        except PeftMetadataError as exc:
+            raise InputFileError(
+                self.path,
+                f"PEFT metadata {exc}",
+                key="__metadata__.lora_adapter_metadata",
+                hint="it decides every module's alpha: fix the entry, or remove it to use alpha = rank",
+            ) from None
 
     # -- parsing -------------------------------------------------------------------------------
     def _parse(self) -> dict[str, ModuleEntry]:
@@ -86,7 +111,10 @@ class AdapterFile:
                     hint="the file is incomplete or mixes adapter kinds in one module",
                 ) from exc
             entry = ModuleEntry(stem, parse_stem(stem), roles, kind)
+            for role, key in roles.items():
+                check_tensor_header(self.path, key, role, self.source.dtypes[key], self.source.shapes[key])
             self._check_shapes(entry)
+            self.delta_shapes(entry)
             entries[stem] = entry
         return entries
 
@@ -149,17 +177,50 @@ class AdapterFile:
     def alpha(self, entry: ModuleEntry) -> float | None:
         """The alpha that scales this module (alpha tensor first, then PEFT metadata, else None = scale 1)."""
         if "alpha" in entry.roles:
-            value = self.source.get(entry.roles["alpha"])
-            if value.numel() != 1:
-                raise InputFileError(
-                    self.path, f"alpha must be a scalar, has shape {list(value.shape)}", key=entry.roles["alpha"]
-                )
-            return float(value.float().item())
+            key = entry.roles["alpha"]
+            value = float(self.source.get(key).float().item())
+            self.notes.check_alpha(self.path, key, value)
+            return value
         rank = self.rank(entry)
         cfg = self.peft_config(entry)
         if cfg is None or rank is None or entry.parsed is None:
             return None
-        return cfg.scale(entry.parsed.stem.path, rank) * rank
+        value = cfg.scale(entry.parsed.stem.path, rank) * rank
+        self.notes.check_alpha(self.path, f"{entry.stem} (lora_adapter_metadata lora_alpha)", value)
+        return value
+
+    def delta_shapes(self, entry: ModuleEntry) -> dict[str, tuple[int, ...]]:
+        """The shape of each patch ``patches(entry)`` gives ({"weight": ..., "bias"?: ...}), from the
+        header alone (the algebra run on meta tensors): a module whose tensors do not combine fails here,
+        before any data is read."""
+        found = self._delta_shapes.get(entry.stem)
+        if found is None:
+            meta = {
+                role: torch.empty(self.source.shapes[key], device="meta")
+                for role, key in entry.roles.items()
+                if role not in ("alpha", "dora_scale")
+            }
+            try:
+                patches = algebras.compute(entry.kind, meta, None)
+            except _SHAPE_ERRORS as exc:
+                raise InputFileError(self.path, f"cannot compute ΔW: {exc}", key=entry.stem, hint=_FIT_HINT) from exc
+            found = {param: _shape_of(p) for param, p in patches.items()}
+            limit = max(MAX_DELTA_VALUES, 64 * self.size_bytes)
+            for shape in found.values():
+                if math.prod(shape) > limit:
+                    raise InputFileError(
+                        self.path,
+                        f"ΔW of the module would be {list(shape)}: {math.prod(shape):,} values, more than "
+                        f"{limit:,} (no model layer is that large; the tensors' shapes are corrupt)",
+                        key=entry.stem,
+                        hint=_FIT_HINT,
+                    )
+            self._delta_shapes[entry.stem] = found
+        return found
+
+    def content_warnings(self) -> list[str]:
+        """What the tensors read so far deserve a warning for (zero LoRA, alpha <= 0, fp16-limit values)."""
+        return self.notes.warnings()
 
     # -- tensors ---------------------------------------------------------------------------------
     def tensors(self, entry: ModuleEntry) -> dict[str, torch.Tensor]:
@@ -167,27 +228,21 @@ class AdapterFile:
         loaded = self.source.get_many(list(keys.values()))
         out = {}
         for role, key in keys.items():
-            t = loaded[key]
-            if key not in self._finite and t.is_floating_point() and not torch.isfinite(t).all():
-                bad = int((~torch.isfinite(t)).sum())
-                raise InputFileError(
-                    self.path,
-                    f"{bad} NaN/Inf value(s) in the tensor",
-                    key=key,
-                    hint="the LoRA is broken (often an fp16 overflow in training); re-export it",
-                )
-            self._finite.add(key)
-            out[role] = t
+            if key not in self._finite:  # values checked once per file, not once per pass
+                self.notes.check_values(self.path, key, loaded[key])
+                self._finite.add(key)
+            out[role] = loaded[key]
         return out
 
     def patches(self, entry: ModuleEntry, base_weight: torch.Tensor | None = None) -> dict[str, Patch]:
         """ΔW (float32) of one module: ``{"weight": ..., "bias"?: ...}``. DoRA needs `base_weight`."""
         t = self.tensors(entry)
         dora = t.pop("dora_scale", None)
+        alpha = self.alpha(entry)
         try:
-            patches = algebras.compute(entry.kind, t, self.alpha(entry))
-        except (algebras.AlgebraError, RuntimeError) as exc:
-            raise InputFileError(self.path, f"cannot compute ΔW: {exc}", key=entry.stem) from exc
+            patches = algebras.compute(entry.kind, t, alpha)
+        except _SHAPE_ERRORS as exc:  # tensors whose shapes do not combine: torch says which way
+            raise InputFileError(self.path, f"cannot compute ΔW: {exc}", key=entry.stem, hint=_FIT_HINT) from exc
         if dora is not None:
             if base_weight is None:
                 raise InputFileError(
@@ -198,7 +253,13 @@ class AdapterFile:
                 )
             from ..patches import Dense
 
-            patches["weight"] = Dense(algebras.apply_dora(patches["weight"].dense(), base_weight, dora))
+            try:
+                patches["weight"] = Dense(algebras.apply_dora(patches["weight"].dense(), base_weight, dora))
+            except _SHAPE_ERRORS as exc:
+                raise InputFileError(
+                    self.path, f"DoRA scale does not fit: {exc}", key=entry.roles["dora_scale"], hint=_FIT_HINT
+                ) from exc
+        self.notes.note_module(self.path, entry.stem, patches)
         return patches
 
     @cached_property

@@ -127,6 +127,7 @@ def tensors_for(
     def emit(name: str, tensor: torch.Tensor) -> None:
         if name in out:
             raise OutputError(f"two tensors named '{name}' in one output")
+        check_finite("the merged LoRA", name, tensor)
         out[name] = tensor.detach().to("cpu", dtype).contiguous()
 
     _build(items, table, fmt, WriteReport(Path(), fmt), lossy, emit)
@@ -153,6 +154,19 @@ def narrowed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if float(t.abs().max()) > limit and bool(torch.isfinite(t).all()):
             return t.to(torch.float32).contiguous()
     return out
+
+
+def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a merged tensor holding NaN/Inf: raised while the file is still a temporary, so nothing
+    is renamed into place (the inputs are finite; this is an overflow in the merge itself)."""
+    if tensor.is_floating_point() and tensor.numel():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise OutputError(
+                f"{where}: merged tensor '{name}' has {bad} NaN/Inf value(s); nothing was written\n"
+                "  -> the merge overflowed float32: lower the strengths, and check the inputs "
+                "(`loramerge inspect`; the report warns of values at the float16 limit)"
+            )
 
 
 class StreamingSafetensors:
@@ -183,6 +197,7 @@ class StreamingSafetensors:
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if name in self.entries:
             raise OutputError(f"{self.path}: two tensors named '{name}'")
+        check_finite(str(self.path), name, tensor)
         t = narrowed(tensor.detach().to("cpu"), self.dtype)
         if t.dtype != self.dtype:
             self.widened.append(name)

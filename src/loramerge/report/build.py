@@ -144,7 +144,7 @@ MERGE_RETENTION_WARNING = 0.5  # ... and over the whole merge (energy-weighted)
 
 
 def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary], groups: list[GroupRow]) -> list[str]:
-    warnings = []
+    warnings = [f"{inp.label}: {w}" for inp, f in zip(inputs.cfg.inputs, inputs.files) for w in f.content_warnings()]
     for name, keys in inputs.unplaced().items():
         warnings.append(f"{name}: {len(keys)} key(s) not placed and left out: {', '.join(keys[:5])}")
     for pair in pairs:
