@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Sparsifier, StrategySet
+from .errors import OptionError
 
 
 def option(
@@ -28,6 +29,18 @@ def option(
     pairs = (("cli", cli), ("widget", widget), ("choices", choices), ("step", step))
     extra: dict[str, Any] = {k: v for k, v in pairs if v}
     return Field(default=default, description=help, json_schema_extra=extra or None, **bounds)
+
+
+def check_patterns(patterns: tuple[str, ...] | list[str], flag: str) -> None:
+    """Refuse, before any work, a target filter that is not a regular expression (`OptionError`)."""
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise OptionError(
+                f"{flag} {p!r} is not a regular expression ({exc}); escape special characters with a "
+                f"backslash, e.g. {re.escape(p)!r} to match the text as written"
+            ) from None
 
 
 class LoraInput(BaseModel):
@@ -56,6 +69,12 @@ class LoraInput(BaseModel):
         if self.include and not any(re.search(p, key) for p in self.include):
             return False
         return not any(re.search(p, key) for p in self.exclude)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, v, info):
+        check_patterns(v, f"--{info.field_name}")
+        return v
 
     @classmethod
     def parse(cls, spec: str) -> LoraInput:

@@ -52,3 +52,8 @@ class OutputError(LoraMergeError):
 
 class UnknownNameError(LoraMergeError, ValueError):
     """An unknown architecture, preset or similar name; the message lists the known ones."""
+
+
+class OptionError(LoraMergeError, ValueError):
+    """An option or argument that cannot work (bad pattern, unknown device, wrong input count): names
+    the option, what is wrong and the fix. A ValueError too, so that pydantic validators report it."""

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from .analysis.pass1 import Analysis, pass1
 from .config import MergeConfig
-from .engine import GroupResult, pass2
+from .engine import GroupResult, check_device, pass2
 from .enums import OutputDtype, OutputFormat, Progress
 from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
-from .plan import MergePlan, make_plan, uses_sign_statistics
+from .plan import MergePlan, check_forced_mode, make_plan, uses_sign_statistics
 from .report import Report, build_report
 from .report.model import OutputInfo
 from .spool import PatchStore, materialize
@@ -70,8 +70,11 @@ class MergeResult:
 
 
 def analyze(cfg: MergeConfig, progress: Progress | None = None) -> tuple[Inputs, MergePlan, Analysis]:
-    """Pass 1 and the plan only: nothing merged, nothing written."""
+    """Pass 1 and the plan only: nothing merged, nothing written. What can be checked before the
+    work is: the device, the inputs' headers, the forced mode against the LoRAs meeting per group."""
+    check_device(cfg.device)
     inputs = open_inputs(cfg)
+    check_forced_mode(inputs)
     with single_threaded_ops():
         analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
@@ -87,22 +90,24 @@ def run(
     folder = None
     if output is not None:  # before the work, not after it
         folder = check_output(output, [inp.path for inp in cfg.inputs], overwrite=overwrite).parent
-    inputs, plan, analysis = analyze(cfg, progress)
-    store = PatchStore(folder)  # next to the output: the disk the user chose for the result
-    try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
-        with single_threaded_ops():
+    # the spool goes next to the output (the disk the user chose) and is made first: a folder that
+    # cannot hold it is refused before the work; it is removed on every failure, interrupts included
+    store = PatchStore(folder)
+    try:
+        inputs, plan, analysis = analyze(cfg, progress)
+        with single_threaded_ops():  # each group's patch goes to the spool as soon as it is made
             merged = pass2(inputs, plan, progress, threads=threads_of(cfg))
             groups = [replace(g, patch=store.put(materialize(g.patch))) for g in merged]
+        hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
+        plan = plan.with_results(groups)
+        report = build_report(inputs, analysis, plan, groups, hashes=hashes)
+        result = MergeResult(inputs, plan, groups, report, store)
+        if output is not None:
+            saved = result.save(output, overwrite=overwrite)
+            result = replace(result, report=report.model_copy(update={"output": saved}))
     except BaseException:
         store.close()
         raise
-    hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
-    plan = plan.with_results(groups)
-    report = build_report(inputs, analysis, plan, groups, hashes=hashes)
-    result = MergeResult(inputs, plan, groups, report, store)
-    if output is not None:
-        saved = result.save(output, overwrite=overwrite)
-        result = replace(result, report=report.model_copy(update={"output": saved}))
     return result
 
 

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .model import Report
+from .terminal import shown
 
 
 def _f(x, fmt="{:.2f}") -> str:
@@ -14,7 +15,7 @@ def _f(x, fmt="{:.2f}") -> str:
 
 
 def render_text(report: Report, console: Console, *, max_groups: int = 40) -> None:
-    console.print(f"[bold]architecture[/bold] {report.architecture}  [bold]preset[/bold] {report.preset}")
+    console.print(f"[bold]architecture[/bold] {shown(report.architecture)}  [bold]preset[/bold] {shown(report.preset)}")
     auto = report.auto_strength
     console.print(
         "[bold]auto-strength[/bold] "
@@ -22,14 +23,14 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
         + f"   [bold]suggested max strength[/bold] {_f(report.suggested_max_strength)}"
     )
     for branch, detail in report.auto_strength_detail.items():
-        console.print(f"  {branch}: {detail.reason}")
+        console.print(f"  {branch}: {shown(detail.reason)}")
     console.print("[bold]strategies[/bold] " + ", ".join(f"{k}: {v}" for k, v in report.strategy_counts.items()))
     t = Table(title="LoRAs", title_justify="left")
     for col in ("name", "strength", "groups", "retention", "effective strength"):
         t.add_column(col)
     for lora in report.loras:
         t.add_row(
-            lora.name,
+            shown(lora.name),
             f"{lora.strength_model:g}" + (" (preserved)" if lora.preserve else ""),
             str(lora.groups),
             _f(lora.retention),
@@ -41,7 +42,7 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
         for col in ("a", "b", "branch", "cosine", "shared groups"):
             t.add_column(col)
         for p in report.pairs:
-            t.add_row(p.a, p.b, p.branch, _f(p.cosine, "{:+.3f}"), str(p.groups))
+            t.add_row(shown(p.a), shown(p.b), p.branch, _f(p.cosine, "{:+.3f}"), str(p.groups))
         console.print(t)
     multi = [g for g in report.groups if g.n_loras > 1]
     if multi:
@@ -58,7 +59,7 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
         for g in multi[:max_groups]:
             ret = " ".join(f"{v:.2f}" for v in g.retention.values() if v is not None)
             t.add_row(
-                g.key.removeprefix("diffusion_model."),
+                shown(g.key.removeprefix("diffusion_model.")),
                 g.strategy,
                 _f(g.cosine, "{:+.2f}"),
                 _f(g.excess_conflict),
@@ -69,7 +70,7 @@ def render_text(report: Report, console: Console, *, max_groups: int = 40) -> No
             )
         console.print(t)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {shown(w)}")
     if report.output is not None:
         out = report.output
-        console.print(f"wrote {out.path} ({out.format}, {out.dtype})")
+        console.print(f"wrote {shown(out.path)} ({out.format}, {out.dtype})")
