@@ -38,8 +38,8 @@ def check_patterns(patterns: tuple[str, ...] | list[str], flag: str) -> None:
             re.compile(p)
         except re.error as exc:
             raise OptionError(
-                f"{flag} {p!r} is not a regular expression ({exc}); escape special characters with a "
-                f"backslash, e.g. {re.escape(p)!r} to match the text as written"
+                f"{flag} '{p}' is not a regular expression ({exc}); escape special characters with a "
+                f"backslash, e.g. '{re.escape(p)}' to match the text as written"
             ) from None
 
 

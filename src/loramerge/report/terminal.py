@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0, DEL, C1; the bidirectional overrides and isolates; the line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -27,6 +25,25 @@ def plain(value: object, *, newlines: bool = False) -> str:
     return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub(_as_repr, str(value))
 
 
+_BRACKET = re.compile(
+    r"(\\*)(\[(?:[a-z#/@][^\[]*?\])?)"
+)  # a "[" and the backslashes before it; a tag if it looks like one
+
+
+def _escape_bracket(m: re.Match[str]) -> str:
+    backslashes, bracket = len(m.group(1)), m.group(2)
+    if bracket != "[":  # looks like a tag: rich reads 2k+1 backslashes as k backslashes and a literal tag
+        return "\\" * (2 * backslashes + 1) + bracket
+    # a lone "[": rich drops one backslash right before it (rich.markup.escape leaves this case alone)
+    return "\\" * (backslashes + 1 if backslashes else 0) + bracket
+
+
+def markup_escaped(text: str) -> str:
+    """`text` as rich markup that renders as `text` exactly (brackets and backslashes included), where
+    no markup tag follows it directly."""
+    return _BRACKET.sub(_escape_bracket, text)
+
+
 def shown(value: object, *, newlines: bool = False) -> str:
-    """`plain(value)` with rich markup escaped: for strings that rich parses as markup."""
-    return escape(plain(value, newlines=newlines))
+    """`plain(value)` as rich markup that renders as that text: for strings that rich parses as markup."""
+    return markup_escaped(plain(value, newlines=newlines))
