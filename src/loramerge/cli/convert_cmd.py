@@ -50,7 +50,8 @@ def convert(
     written = read_header(report.path)[1]
     console.print(
         f"wrote {shown(report.path)} ({report.format.value}, {report.dtype}): {report.modules} modules, "
-        f"{report.tensors} tensors"
+        f"{report.tensors} tensors",
+        soft_wrap=True,  # a path is never broken across lines (copied from a pipe or a log)
     )
     warn_widened(report.widened)
     advise(report.format.value, written.get("loramerge.architecture", "unknown"))
