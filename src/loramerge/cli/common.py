@@ -121,7 +121,8 @@ def _option_parameter(o: OptionSpec) -> signatures.Parameter:
         o.field,
         signatures.Parameter.KEYWORD_ONLY,
         default=None,
-        annotation=Annotated[Optional[kind], typer.Option(*o.flags, help=help, show_default=False)],
+        # o.cli whole: "--x/--no-x" declares one flag with an off switch (split, both would mean "on")
+        annotation=Annotated[Optional[kind], typer.Option(o.cli, help=help, show_default=False)],
     )
 
 
