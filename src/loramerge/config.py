@@ -136,7 +136,11 @@ class MergeConfig(BaseModel):
         "(bfloat16 if any input is bfloat16, else float16); float32 on request",
     )
     base: str | None = option(None, "base model .safetensors: check every target and shape against it (header only)")
-    device: str = option("cpu", "where the merge computes (cpu, cuda)")
+    device: str = option(
+        "cpu",
+        "where groups merged on dense deltas compute (cpu, cuda, cuda:N, mps, xpu); exact low-rank and "
+        "shared-basis groups and the statistics are computed on the CPU",
+    )
     # not called "seed" in ComfyUI: its frontend gives widgets of that name a "randomize after run" control
     seed: int = option(
         0, "seed of every random choice (sampling, DARE, randomized SVD)", ge=0, le=2**63 - 1, widget="merge_seed"
