@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Sparsifier, StrategySet
-from .errors import OptionError
 
 
 def option(
@@ -37,6 +36,8 @@ def check_patterns(patterns: tuple[str, ...] | list[str], flag: str) -> None:
         try:
             re.compile(p)
         except re.error as exc:
+            from .errors import OptionError  # here: `config` imports only what the option table needs
+
             raise OptionError(
                 f"{flag} '{p}' is not a regular expression ({exc}); escape special characters with a "
                 f"backslash, e.g. '{re.escape(p)}' to match the text as written"
