@@ -7,10 +7,13 @@ the library's own name; this file hands that name back first, so ``import lorame
 library (installed, or this checkout's ``src/``). A missing dependency is raised as an ImportError
 that names it and the fix (ComfyUI lists the pack as failed to import).
 
-Outside ComfyUI (no ``folder_paths`` imported yet: pytest setting up the checkout as a package, a
-tool importing it) this file defines nothing and imports nothing.
+Outside ComfyUI (no ``folder_paths`` imported yet) a script in the clone's parent folder that does
+``import loramerge`` meets this file under the library's name; it loads the library in its place
+(installed, or else this checkout's ``src/``), so that the script gets the library. Imported under
+any other name, it defines nothing and imports nothing.
 """
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -42,7 +45,35 @@ def _load_pack():
     return module
 
 
-_give_the_library_its_name()
+def _stand_in_for_the_library() -> None:
+    """``import loramerge`` found this folder (the script sits next to the clone): put the library in
+    ``sys.modules`` under its name; the import statement returns what is there when this file ends."""
+    beside = os.path.realpath(os.path.dirname(_HERE))
+    elsewhere = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != beside]
+    spec = importlib.machinery.PathFinder.find_spec(_LIBRARY, elsewhere)
+    if spec is None:
+        src = os.path.join(_HERE, "src", _LIBRARY)
+        init = os.path.join(src, "__init__.py")
+        if not os.path.isfile(init):
+            raise ImportError(
+                f"'import loramerge' found the folder {_HERE} (a clone without its src/loramerge); install the "
+                "library (python -m pip install -e <the clone>) or run the script from another folder",
+                name=_LIBRARY,
+            )
+        spec = importlib.util.spec_from_file_location(_LIBRARY, init, submodule_search_locations=[src])
+    library = importlib.util.module_from_spec(spec)
+    sys.modules[_LIBRARY] = library
+    try:
+        spec.loader.exec_module(library)
+    except BaseException:
+        del sys.modules[_LIBRARY]
+        raise
+
+
+if "folder_paths" not in sys.modules and __name__ == _LIBRARY:
+    _stand_in_for_the_library()
+else:
+    _give_the_library_its_name()
 if "folder_paths" in sys.modules:  # ComfyUI imports it before it loads any custom node
     _pack = _load_pack()
     NODE_CLASS_MAPPINGS = _pack.NODE_CLASS_MAPPINGS

@@ -31,6 +31,20 @@ def option(
     return Field(default=default, description=help, json_schema_extra=extra or None, **bounds)
 
 
+def check_patterns(patterns: tuple[str, ...] | list[str], flag: str) -> None:
+    """Refuse, before any work, a target filter that is not a regular expression (`OptionError`)."""
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            from .errors import OptionError  # here: `config` imports only what the option table needs
+
+            raise OptionError(
+                f"{flag} '{p}' is not a regular expression ({exc}); escape special characters with a "
+                f"backslash, e.g. '{re.escape(p)}' to match the text as written"
+            ) from None
+
+
 class LoraInput(BaseModel):
     """One input LoRA and how to use it."""
 
@@ -72,6 +86,12 @@ class LoraInput(BaseModel):
         te = "" if self.strength_text_encoder is None else f",{self.strength_text_encoder!r}"
         blocks = "" if self.block_weights is None else f"@{self.block_weights}"
         return f"{self.path}:{self.strength_model!r}{te}{blocks}"
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, v, info):
+        check_patterns(v, f"--{info.field_name}")
+        return v
 
     @classmethod
     def parse(cls, spec: str) -> LoraInput:
@@ -205,7 +225,11 @@ class MergeConfig(BaseModel):
         "(bfloat16 if any input is bfloat16, else float16); float32 on request",
     )
     base: str | None = option(None, "base model .safetensors: check every target and shape against it (header only)")
-    device: str = option("cpu", "where the merge computes (cpu, cuda)")
+    device: str = option(
+        "cpu",
+        "where groups merged on dense deltas compute (cpu, cuda, cuda:N, mps, xpu); exact low-rank and "
+        "shared-basis groups and the statistics are computed on the CPU",
+    )
     # not called "seed" in ComfyUI: its frontend gives widgets of that name a "randomize after run" control
     seed: int = option(
         0, "seed of every random choice (sampling, DARE, randomized SVD)", ge=0, le=2**63 - 1, widget="merge_seed"

@@ -21,6 +21,7 @@ from .analysis.stats import GroupStats
 from .compress import factorize_dense, factorize_lowrank
 from .decide import GroupDecision
 from .enums import Progress, RefineLevel
+from .errors import OptionError
 from .formats.align import add_patches
 from .inputs import Inputs
 from .numerics import group_maths
@@ -42,6 +43,44 @@ class GroupResult:
     exact: bool
     norm2_inputs: dict[int, float]  # LoRA index -> ‖w_iΔW_i‖²
     norm2_merged: float
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "privateuseone")  # what torch computes on (privateuseone: DirectML)
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device `name` names, refused before any work when torch cannot compute on it here
+    (an unknown name, a CUDA device on a CPU-only torch, an index past the devices present)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise OptionError(
+            f"--device {name!r} is not a device; choose one of {', '.join(DEVICE_TYPES[:4])} "
+            f"(with an index: cuda:1); available here: {', '.join(available_devices())}"
+        )
+    try:
+        torch.empty(1, device=device)  # the one device-agnostic test: what fails here fails in the merge
+    except (AssertionError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise OptionError(
+            f"--device {name}: torch {torch.__version__} cannot compute there ({reason}); "
+            f"use --device cpu or one of the devices available here ({', '.join(available_devices())})"
+        ) from None
+    return device
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can compute on in this process."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(1, torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        found.append("xpu")
+    return found
 
 
 def pass2(

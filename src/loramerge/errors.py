@@ -72,3 +72,8 @@ class EvaluatorError(LoraMergeError):
 
     def __init__(self, problem: str, *, hint: str | None = None):
         super().__init__(problem + (f"\n  -> {hint}" if hint else ""))
+
+
+class OptionError(LoraMergeError, ValueError):
+    """An option or argument that cannot work (bad pattern, unknown device, wrong input count): names
+    the option, what is wrong and the fix. A ValueError too, so that pydantic validators report it."""

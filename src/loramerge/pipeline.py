@@ -10,13 +10,13 @@ from pathlib import Path
 
 from .analysis.pass1 import Analysis, pass1
 from .config import MergeConfig
-from .engine import GroupResult, pass2
+from .engine import GroupResult, check_device, pass2
 from .enums import OutputDtype, OutputFormat, Progress
 from .formats.kohya_meta import carried_metadata
 from .formats.memory import MemorySource
 from .formats.writers import OutputItem, check_output, write
 from .inputs import Inputs, file_sha256, open_inputs
-from .plan import MergePlan, make_plan, uses_sign_statistics
+from .plan import MergePlan, check_forced_mode, make_plan, uses_sign_statistics
 from .report import Report, build_report
 from .report.model import OutputInfo
 from .spool import PatchStore, materialize
@@ -80,9 +80,13 @@ class MergeResult:
 def analyze(
     cfg: MergeConfig, progress: Progress | None = None, sources: Mapping[str, MemorySource] | None = None
 ) -> tuple[Inputs, MergePlan, Analysis]:
-    """Pass 1 and the plan only: nothing merged, nothing written. `sources`: inputs held in memory."""
+    """Pass 1 and the plan only: nothing merged, nothing written. `sources`: inputs held in memory.
+    What can be checked before the work is: the device, the inputs' headers, the forced mode against
+    the LoRAs meeting per group."""
+    check_device(cfg.device)
     with single_threaded_ops():
         inputs = open_inputs(cfg, sources)
+        check_forced_mode(inputs)
         analysis = pass1(inputs, progress, threads=threads_of(cfg), signs=uses_sign_statistics(cfg))
     return inputs, make_plan(inputs, analysis), analysis
 
@@ -104,29 +108,27 @@ def run(
     folder = None
     if output is not None:  # before the work, not after it
         folder = check_output(output, [inp.path for inp in cfg.inputs], overwrite=overwrite).parent
-    inputs, plan, analysis = analyze(cfg, progress, sources)
-    store = PatchStore(folder)  # next to the output: the disk the user chose for the result
-    try:  # each group's patch goes to the spool as soon as it is made: one group in memory at a time
-        with single_threaded_ops():
+    # the spool goes next to the output (the disk the user chose) and is made first: a folder that
+    # cannot hold it is refused before the work; it is removed on every failure, interrupts included
+    store = PatchStore(folder)
+    try:
+        inputs, plan, analysis = analyze(cfg, progress, sources)
+        with single_threaded_ops():  # each group's patch goes to the spool as soon as it is made
             merged = pass2(inputs, plan, progress, threads=threads_of(cfg), stats=analysis.stats)
             groups = [replace(g, patch=store.put(materialize(g.patch))) for g in merged]
+        hashes = {
+            i: sources[inp.path].sha256() if inp.path in sources else file_sha256(inp.path)
+            for i, inp in enumerate(cfg.inputs)
+        }
+        plan = plan.with_results(groups)
+        report = build_report(inputs, analysis, plan, groups, hashes=hashes)
+        result = MergeResult(inputs, plan, groups, report, store)
+        if output is not None:
+            saved = result.save(output, overwrite=overwrite)
+            result = replace(result, report=report.model_copy(update={"output": saved}))
     except BaseException:
         store.close()
         raise
-    hashes = {
-        i: sources[inp.path].sha256() if inp.path in sources else file_sha256(inp.path)
-        for i, inp in enumerate(cfg.inputs)
-    }
-    plan = plan.with_results(groups)
-    report = build_report(inputs, analysis, plan, groups, hashes=hashes)
-    result = MergeResult(inputs, plan, groups, report, store)
-    if output is not None:
-        try:
-            saved = result.save(output, overwrite=overwrite)
-        except BaseException:  # e.g. a non-finite merged tensor: no output, and no spool left beside it
-            result.close()
-            raise
-        result = replace(result, report=report.model_copy(update={"output": saved}))
     return result
 
 

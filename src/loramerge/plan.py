@@ -19,6 +19,7 @@ from .config import MergeConfig
 from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
 from .enums import Optimization, RefineLevel, Sparsifier
+from .errors import OptionError
 from .presets import Preset, preset_for
 from .strategies import SignMethod, SparsifyParams, TiesParams
 
@@ -93,6 +94,28 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
     resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
     return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error)
+
+
+def check_forced_mode(inputs: Inputs) -> None:
+    """Refuse, before any work, a ``--mode`` strategy that cannot take the number of LoRAs meeting in
+    some group (ziplora: exactly 2; add_difference: exactly 3, in order A, B, C); groups where one LoRA
+    is alone are copied whatever the mode."""
+    cfg = inputs.cfg
+    if cfg.mode == "auto":
+        return
+    strategy = strategies.get(cfg.mode)
+    lo, hi = strategy.min_inputs, strategy.max_inputs
+    bad = {k: n for k, v in inputs.groups.items() if (n := len(v)) >= 2 and (n < lo or (hi is not None and n > hi))}
+    if not bad:
+        return
+    key, n = min(bad.items())
+    labels = ", ".join(cfg.inputs[i].label for i in inputs.groups[key])
+    wanted = f"exactly {lo}" if hi == lo else (f"{lo} to {hi}" if hi is not None else f"at least {lo}")
+    raise OptionError(
+        f"--mode {cfg.mode} merges {wanted} LoRAs per group, but {n} LoRAs ({labels}) meet in group '{key}' "
+        f"(and {len(bad) - 1} more group(s)); give {wanted} LoRAs (hold others out with --preserve, or narrow "
+        "them with --include/--exclude), or use --mode auto"
+    )
 
 
 def uses_sign_statistics(cfg: MergeConfig) -> bool:

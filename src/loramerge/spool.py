@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import OutputError
 from .patches import Dense, LowRank, Patch
 
 
@@ -37,7 +38,18 @@ class PatchStore:
     """Append-only float32 spool of patches in one temporary file."""
 
     def __init__(self, folder: str | Path | None = None):
-        fd, name = tempfile.mkstemp(prefix=".loramerge-spool.", suffix=".tmp", dir=folder)
+        try:
+            fd, name = tempfile.mkstemp(prefix=".loramerge-spool.", suffix=".tmp", dir=folder)
+        except OSError as exc:
+            where = folder if folder is not None else tempfile.gettempdir()
+            fix = (
+                "choose an output folder you can write to (-o)"
+                if folder is not None
+                else ("set TMPDIR to a folder you can write to")
+            )
+            raise OutputError(
+                f"{where}: cannot create the merge's temporary spool file there ({exc.strerror}); {fix}"
+            ) from exc
         self.path = Path(name)
         self._fd = fd
         self._end = 0
@@ -57,9 +69,15 @@ class PatchStore:
         with self._lock:
             self._check_open()
             offset = self._end
-            written = os.pwrite(self._fd, raw, offset)
-            while written < raw.nbytes:  # pwrite may write less than asked for on some filesystems
-                written += os.pwrite(self._fd, raw[written:], offset + written)
+            try:
+                written = os.pwrite(self._fd, raw, offset)
+                while written < raw.nbytes:  # pwrite may write less than asked for on some filesystems
+                    written += os.pwrite(self._fd, raw[written:], offset + written)
+            except OSError as exc:
+                raise OutputError(
+                    f"{self.path.parent}: cannot write the merge's temporary spool file ({exc.strerror}); "
+                    "free space there or choose another output folder (-o); nothing was written"
+                ) from exc
             self._end += raw.nbytes
         return _Block(offset, tuple(t.shape))
 

@@ -9,23 +9,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from ..enums import ReportSort
 from ..options import AUTO, BY_FIELD, OPTIONS, OptionSpec
+from ..report.terminal import shown
 from ._app import CURRENT_CLIENTS, console, err
 
 if TYPE_CHECKING:
     from ..report import Report
 
 
+def warning(message: object) -> None:
+    """One `warning: ...` line on stderr, data shown as text."""
+    err.print(f"[yellow]warning:[/yellow] {shown(message, newlines=True)}", highlight=False, soft_wrap=True)
+
+
+def note(message: object) -> None:
+    """One `note: ...` line on stderr (what was done, or not done, and why)."""
+    err.print(f"note: {shown(message, newlines=True)}", highlight=False, soft_wrap=True)
+
+
 def warn_widened(names: list[str]) -> None:
     if names:
-        err.print(
-            f"[yellow]warning:[/yellow] {len(names)} tensor(s) hold values beyond the half-precision range "
-            f"and were written in float32: {escape(', '.join(names[:5]))}",
-            highlight=False,
-            soft_wrap=True,
+        warning(
+            f"{len(names)} tensor(s) hold values beyond the half-precision range "
+            f"and were written in float32: {', '.join(names[:5])}"
         )
 
 
@@ -34,7 +42,22 @@ def advise(fmt: str, architecture: str) -> None:
     from ..formats.advice import format_advice
 
     for line in format_advice(fmt, architecture, clients=CURRENT_CLIENTS):
-        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+        warning(line)
+
+
+def warn_repeated(cfg) -> None:
+    """The same file given twice adds it twice (as asked): say so, in case it was a slip."""
+    seen: dict[Path, str] = {}
+    for inp in cfg.inputs:
+        real = Path(inp.path).resolve()
+        if real in seen:
+            also = "" if seen[real] == inp.path else f" (also as {seen[real]})"
+            warning(
+                f"{inp.path} is given more than once{also}; it is merged once per mention, "
+                "each at its own strength: give it once with the summed strength if that was not meant"
+            )
+        else:
+            seen[real] = inp.path
 
 
 def progress_bar(quiet: bool):
@@ -120,7 +143,8 @@ def _option_parameter(o: OptionSpec) -> signatures.Parameter:
         o.field,
         signatures.Parameter.KEYWORD_ONLY,
         default=None,
-        annotation=Annotated[Optional[kind], typer.Option(*o.flags, help=help, show_default=False)],
+        # o.cli whole: "--x/--no-x" declares one flag with an off switch (split, both would mean "on")
+        annotation=Annotated[Optional[kind], typer.Option(o.cli, help=help, show_default=False)],
     )
 
 
@@ -152,6 +176,10 @@ LorasArg = Annotated[
 
 
 def with_inputs_options(cfg, preserve, include, exclude):
+    from ..config import check_patterns
+
+    check_patterns(include or [], "--include")
+    check_patterns(exclude or [], "--exclude")
     if not (preserve or include or exclude):
         return cfg
     if not hasattr(cfg, "inputs"):
@@ -196,10 +224,11 @@ def emit_report(
     report_html: Path | None = None,
     sort: ReportSort = ReportSort.CONFLICT,
 ) -> None:
+    from ..formats.writers import write_text_atomic
     from ..report import render_text
 
     if report_json is not None:
-        report_json.write_text(report.to_json())
+        write_text_atomic(report_json, report.to_json())
     if report_html is not None:
         report.save_html(report_html, sort=sort.value)
     if not quiet:

@@ -9,6 +9,7 @@ import typer
 
 from ..enums import OutputDtype, OutputFormat
 from ..options import BY_FIELD
+from ..report.terminal import shown
 from ._app import ArchOpt, BaseOpt, OverwriteOpt, PickleOpt, app, console
 from .common import advise, warn_widened
 
@@ -48,12 +49,13 @@ def convert(
     )
     written = read_header(report.path)[1]
     console.print(
-        f"wrote {report.path} ({report.format.value}, {report.dtype}): {report.modules} modules, "
-        f"{report.tensors} tensors"
+        f"wrote {shown(report.path)} ({report.format.value}, {report.dtype}): {report.modules} modules, "
+        f"{report.tensors} tensors",
+        soft_wrap=True,  # a path is never broken across lines (copied from a pipe or a log)
     )
     warn_widened(report.widened)
     advise(report.format.value, written.get("loramerge.architecture", "unknown"))
     for label, e in report.conversions.items():
-        console.print(f"  converted to LoRA by SVD: {label} (relative error {e:.2e})")
+        console.print(f"  converted to LoRA by SVD: {shown(label)} (relative error {e:.2e})")
     for label in report.dropped:
-        console.print(f"  [yellow]dropped (format cannot hold it)[/yellow]: {label}")
+        console.print(f"  [yellow]dropped (format cannot hold it)[/yellow]: {shown(label)}")

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..report.terminal import shown
 from ._app import ArchOpt, BaseOpt, PickleOpt, app, console
 
 
@@ -49,26 +50,27 @@ def inspect(
 
 
 def _render_summary(s) -> None:
-    t = Table(title=s.path, show_header=False, title_justify="left")
-    t.add_row("format", s.format)
-    t.add_row("architecture", f"{s.architecture} (confidence {s.confidence:.2f}; {s.detection_reason})")
-    t.add_row("adapter kinds", ", ".join(f"{k}: {v}" for k, v in s.adapter_kinds.items()))
+    """Every value from the file goes through `shown`: shown as text, never acted on by the terminal."""
+    t = Table(title=shown(s.path), show_header=False, title_justify="left")
+    t.add_row("format", shown(s.format))
+    t.add_row("architecture", shown(f"{s.architecture} (confidence {s.confidence:.2f}; {s.detection_reason})"))
+    t.add_row("adapter kinds", shown(", ".join(f"{k}: {v}" for k, v in s.adapter_kinds.items())))
     t.add_row("target modules", f"{s.modules} ({s.groups} groups)")
     t.add_row("rank", "-" if s.rank_min is None else f"{s.rank_min}..{s.rank_max}")
     t.add_row(
         "alpha", ", ".join(f"{a:g}" for a in s.alphas[:8]) + (" ..." if len(s.alphas) > 8 else "") or "none (scale 1)"
     )
-    t.add_row("dtype", ", ".join(f"{k} x{v}" for k, v in s.dtypes.items()))
+    t.add_row("dtype", shown(", ".join(f"{k} x{v}" for k, v in s.dtypes.items())))
     t.add_row("size", f"{s.size_bytes / 1e6:.2f} MB")
     for k, v in s.metadata.items():
-        t.add_row(f"meta {k}", v)
+        t.add_row(f"meta {shown(k)}", shown(v))
     t.add_row(
         "unplaced keys",
-        str(len(s.unplaced_keys)) + ("" if not s.unplaced_keys else ": " + ", ".join(s.unplaced_keys[:5])),
+        str(len(s.unplaced_keys)) + ("" if not s.unplaced_keys else ": " + shown(", ".join(s.unplaced_keys[:5]))),
     )
     if s.base_missing or s.base_mismatched:
-        t.add_row("[red]not in base[/red]", f"{len(s.base_missing)}: " + ", ".join(s.base_missing[:5]))
-        t.add_row("[red]shape mismatch[/red]", f"{len(s.base_mismatched)}: " + "; ".join(s.base_mismatched[:3]))
+        t.add_row("[red]not in base[/red]", f"{len(s.base_missing)}: " + shown(", ".join(s.base_missing[:5])))
+        t.add_row("[red]shape mismatch[/red]", f"{len(s.base_mismatched)}: " + shown("; ".join(s.base_mismatched[:3])))
     console.print(t)
 
 

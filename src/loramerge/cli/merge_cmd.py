@@ -18,7 +18,9 @@ from .common import (
     check_report_html,
     emit_report,
     normalised,
+    note,
     progress_bar,
+    warn_repeated,
     warn_widened,
     with_inputs_options,
     with_merge_options,
@@ -84,13 +86,55 @@ def merge(
     )
     cfg = with_inputs_options(built, preserve, include, exclude)
     check_report_html(report_html)
+    output = None if dry_run else out
+    given = [inp.path for inp in getattr(cfg, "inputs", ())] + ([recipe] if recipe else [])
+    for report_path in (report_json, report_html):
+        check_report_path(report_path, output, given, overwrite)
+    if hasattr(cfg, "inputs"):
+        warn_repeated(cfg)
+    new_output = output is not None and not output.exists()
     with progress_bar(quiet) as progress:
-        result = run_merge(cfg, progress=progress, output=None if dry_run else out, overwrite=overwrite)
+        result = run_merge(cfg, progress=progress, output=output, overwrite=overwrite)
     with result:
-        emit_report(result.report, report_json, quiet, report_html=report_html, sort=sort)
+        try:
+            emit_report(result.report, report_json, quiet, report_html=report_html, sort=sort)
+        except BaseException:  # a failed run leaves nothing new behind: not the LoRA without its report
+            if new_output:
+                output.unlink(missing_ok=True)  # type: ignore[union-attr]
+            raise
         if result.report.output is not None:
             warn_widened(result.report.output.widened)
             advise(result.report.output.format, result.inputs.architecture)
+        note_device(cfg.device, [d.path for d in result.plan.decisions.values()])
+    if dry_run:
+        note("dry run: no LoRA file was written" + (f"; the report is in {report_json}" if report_json else ""))
+
+
+def check_report_path(report_json: Path | None, output: Path | None, inputs: list, overwrite: bool) -> None:
+    """The --report-json file is checked as the LoRA is, before the merge (not after the LoRA is written)."""
+    from ..errors import OutputError
+    from ..formats.writers import check_output
+
+    if report_json is None:
+        return
+    if output is not None and report_json.resolve() == output.resolve():
+        raise OutputError(f"--report-json {report_json}: is the -o file too; give the report its own name (.json)")
+    try:
+        check_output(report_json, inputs, overwrite=overwrite, suffix=None)
+    except OutputError as exc:
+        raise OutputError(f"--report-json {exc}") from None
+
+
+def note_device(device: str, paths: list[str]) -> None:
+    """Say where --device was (and was not) used: dense groups compute there, the rest on the CPU."""
+    if device == "cpu":
+        return
+    dense = paths.count("dense")
+    note(
+        f"--device {device} computed the {dense} group(s) merged on dense deltas; the other {len(paths) - dense} "
+        "(exact low-rank sums, shared-basis merges) and the statistics are computed on the CPU from the "
+        "LoRA factors, so that their bytes are the same on every machine (docs/DECISIONS.md)"
+    )
 
 
 def _selected(tuner_data: Path | None, select: int | None, recipe: Path | None):
@@ -123,6 +167,7 @@ def analyze(
     cfg = build_config(loras, None, normalised(options))
     assert isinstance(cfg, MergeConfig)
     check_report_html(report_html)
+    warn_repeated(cfg)
     with progress_bar(quiet or as_json) as progress:
         report = run_analyze(cfg, progress=progress).report()
     if as_json:

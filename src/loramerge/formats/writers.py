@@ -57,9 +57,15 @@ class WriteReport:
     dropped: list[str] = field(default_factory=list)  # only with lossy=True
 
 
-def check_output(path: str | Path, inputs: Iterable[str | Path], *, overwrite: bool) -> Path:
+OUTPUT_SUFFIX = ".safetensors"
+
+
+def check_output(
+    path: str | Path, inputs: Iterable[str | Path], *, overwrite: bool, suffix: str | None = OUTPUT_SUFFIX
+) -> Path:
     """Refuse, before any work, an output that is one of the inputs (also through links or another
-    spelling of the path; always), an existing file unless `overwrite`, a folder, or a missing folder."""
+    spelling of the path; always), an existing file unless `overwrite`, a folder, a missing folder, a
+    folder that cannot be written to, or a name without the `suffix` (``.safetensors``; None: any)."""
     out = Path(path)
     target = out.resolve()
     for inp in inputs:
@@ -67,11 +73,27 @@ def check_output(path: str | Path, inputs: Iterable[str | Path], *, overwrite: b
             raise OutputError(f"{out}: this is one of the input LoRAs ({inp}); write the result to another file")
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; give a file name such as {out / 'merged.safetensors'}")
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise OutputError(
+            f"{out}: an output needs the {suffix} extension (clients list LoRAs by it); "
+            f"give {out.parent / (out.name + suffix)}"
+        )
     if not out.parent.is_dir():
         raise OutputError(f"{out}: folder {out.parent} does not exist")
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: exists; choose another name or pass --overwrite (-f) to replace it")
+    check_writable(out.parent, f"{out}: folder {out.parent}")
     return out
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder in which no file can be made (permissions, a read-only mount): try to make one
+    (unnamed where the system allows it, so that nothing is ever left behind)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{what} cannot be written to ({exc.strerror}); choose a folder you can write to") from exc
 
 
 def write(
@@ -91,8 +113,18 @@ def write(
     is assembled (header, then data) and renamed into place at the end."""
     fmt = OutputFormat(fmt)
     report = WriteReport(Path(path), fmt, dtype=str(dtype).removeprefix("torch."))
+    try:
+        return _write(Path(path), items, table, fmt, report, metadata, dtype, lossy)
+    except OSError as exc:  # a full disk, a vanished folder, an I/O error: the temporary files are gone
+        raise OutputError(
+            f"{path}: cannot write the file ({exc.strerror or exc}); free space or choose another folder; "
+            "nothing was written"
+        ) from exc
+
+
+def _write(path: Path, items, table, fmt: OutputFormat, report: WriteReport, metadata, dtype, lossy) -> WriteReport:
     # per-tensor work is small: one intra-op thread (no OpenMP spinning when other processes use the cores)
-    with single_threaded_ops(), StreamingSafetensors(Path(path), dtype) as out:
+    with single_threaded_ops(), StreamingSafetensors(path, dtype) as out:
         extra_meta = _build(items, table, fmt, report, lossy, out.add)
         report.widened = list(out.widened)
         if not out.count:
@@ -221,10 +253,7 @@ class StreamingSafetensors:
                 out.flush()
                 self._data.flush()
                 _copy_data(self._data, out, self._end)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-            os.replace(tmp, self.path)
+            _publish(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -233,8 +262,36 @@ class StreamingSafetensors:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._data.close()
-        self._data_path.unlink(missing_ok=True)
+        try:
+            self._data.close()  # may raise: buffered data that cannot be flushed (a full disk)
+        finally:
+            self._data_path.unlink(missing_ok=True)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` to `path` through a temporary file in its folder, renamed into place: complete or absent."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        _publish(tmp, path)
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: cannot write it ({exc.strerror or exc}); free space or choose another folder"
+        ) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _copy_data(src, dst, size: int) -> None:

@@ -9,14 +9,13 @@ nothing is wrapped at all, so every key is whole on its line.
 
 from __future__ import annotations
 
-import unicodedata
-
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..enums import ReportSort
+from . import terminal
 from .model import Report
 from .summary import cancelled, short_key, sorted_groups
 
@@ -25,12 +24,9 @@ MIN_KEY_WIDTH = 16
 
 
 def plain(value: object, style: str = "") -> Text:
-    """`value` as literal text: no markup, no emoji codes, control characters written as ``\\x1b``."""
-    text = "".join(
-        ch if ch in "\t\n" or unicodedata.category(ch) != "Cc" else ch.encode("unicode_escape").decode()
-        for ch in str(value)
-    )
-    return Text(text, style=style)
+    """`value` as literal text (a rich `Text`: no markup, no emoji codes), control characters written
+    as ``\\x1b`` (`terminal.plain`)."""
+    return Text(terminal.plain(value), style=style)
 
 
 def fit_middle(text: str, width: int) -> str:
