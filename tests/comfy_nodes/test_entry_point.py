@@ -134,14 +134,35 @@ def _widgets(node_class) -> list[tuple[str, object]]:
             if isinstance(s[0], list) or s[0] in WIDGET_TYPES]
 
 
-def test_example_workflow_fits_the_nodes(pack, comfyui):
-    """examples/comfyui_workflow.json: every node type exists (ours, or core in that ComfyUI; "Note" is
-    a frontend node), our nodes' widget values fit their widgets, every link joins equal types."""
+EXAMPLES = {
+    "comfyui_workflow.json": "LoramergeSaveMergedLora",
+    "comfyui_autotuner_workflow.json": "LoramergeSaveTunerData",
+}
+"""Each example workflow of examples/, with the node of ours in it that writes a file."""
+WRITERS = {"LoramergeSaveMergedLora", "LoramergeSaveTunerData"}
+"""Our nodes that write files (into the loras folder): every example ships them muted."""
+
+
+def _workflow(name: str) -> dict:
+    return json.loads((REPO / "examples" / name).read_text())
+
+
+def test_example_workflows_use_every_node(pack):
+    """Between them, the example workflows show every node of the pack, and only nodes that exist."""
+    used = {n["type"] for name in EXAMPLES for n in _workflow(name)["nodes"] if n["type"].startswith("Loramerge")}
+    assert used == set(pack.NODE_CLASS_MAPPINGS)
+    assert WRITERS <= set(pack.NODE_CLASS_MAPPINGS) and set(EXAMPLES.values()) == WRITERS
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_workflow_fits_the_nodes(pack, comfyui, example):
+    """An example workflow: every node type exists (ours, or core in that ComfyUI; "Note" is a frontend
+    node), our nodes' widget values fit their widgets, every link joins equal types and is recorded at both
+    ends, and the nodes that write files ship muted."""
     _, _, out = comfyui
-    workflow = json.loads((REPO / "examples" / "comfyui_workflow.json").read_text())
+    workflow = _workflow(example)
     nodes = {n["id"]: n for n in workflow["nodes"]}
-    ours = {n["type"] for n in nodes.values() if n["type"] in pack.NODE_CLASS_MAPPINGS}
-    assert ours == set(pack.NODE_CLASS_MAPPINGS)
+    assert len(nodes) == len(workflow["nodes"])
     for n in nodes.values():
         assert n["type"] in pack.NODE_CLASS_MAPPINGS or n["type"] in out["core_nodes"] or n["type"] == "Note", n["type"]
         cls = pack.NODE_CLASS_MAPPINGS.get(n["type"])
@@ -161,5 +182,14 @@ def test_example_workflow_fits_the_nodes(pack, comfyui):
     for link_id, a, a_slot, b, b_slot, kind in workflow["links"]:
         assert nodes[a]["outputs"][a_slot]["type"] == kind == nodes[b]["inputs"][b_slot]["type"], link_id
         assert link_id in (nodes[a]["outputs"][a_slot]["links"] or []) and nodes[b]["inputs"][b_slot]["link"] == link_id
-    save = next(n for n in nodes.values() if n["type"] == "LoramergeSaveMergedLora")
-    assert save["mode"] == 2, "Save Merged LoRA ships muted: nothing is written until the user unmutes it"
+    by_id = {link[0]: link for link in workflow["links"]}
+    assert len(by_id) == len(workflow["links"])
+    for n in nodes.values():  # the other direction: every end a node records is that end of a listed link
+        for slot, i in enumerate(n["inputs"]):
+            assert i["link"] is None or by_id[i["link"]][3:5] == [n["id"], slot], (n["id"], i["name"])
+        for slot, o in enumerate(n["outputs"]):
+            assert all(by_id[lid][1:3] == [n["id"], slot] for lid in o["links"] or []), (n["id"], o["name"])
+    writers = [n for n in nodes.values() if n["type"] in WRITERS]
+    assert EXAMPLES[example] in {n["type"] for n in writers}
+    for n in writers:
+        assert n["mode"] == 2, f"{n['type']} ships muted: nothing is written until the user unmutes it"
