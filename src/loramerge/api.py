@@ -1,4 +1,4 @@
-"""The Python API: `merge`, `analyze`, `load_recipe`."""
+"""The Python API: `merge`, `analyze`, `load_recipe`; the tools `extract`, `resize`, `bake`."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from .pipeline import MergeResult, run
 from .pipeline import analyze as _analyze
 from .plan import MergePlan
 from .report import Report, build_report
+from .tools import extract
 
 InputLike = str | Path | LoraInput | dict | tuple
+
+__all__ = ["InputLike", "Analyzed", "as_input", "config_of", "merge", "analyze", "load_recipe", "extract"]
 
 
 def as_input(x: InputLike) -> LoraInput:

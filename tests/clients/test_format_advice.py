@@ -25,9 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,11 +32,10 @@ from safetensors.torch import save_file
 
 from loramerge.formats.advice import ARCHITECTURES, FORMATS, FULL, NO_MODEL, NONE, PARTIAL, TABLE
 
-REPO = Path(__file__).resolve().parents[2]
-COMFY064 = REPO.parent / "shared" / "clients" / "comfyui-0.3.64"
+from ._comfy064_run import comfy064_source, run_cells
+
 FIXTURE_OF = {"sd15": "sd15_peft_diffusers", "sdxl": "sdxl_peft_diffusers", "flux": "flux_peft_diffusers",
               "wan": "wan_peft_diffusers"}
-WORKER_TIMEOUT_S = 600
 
 CELLS = [pytest.param(client, arch, fmt, id=f"{client}-{arch}-{fmt}")
          for client in TABLE for arch in ARCHITECTURES for fmt in FORMATS]
@@ -125,14 +121,10 @@ def measure_comfy2024(request, arch: str, fmt: str) -> dict | None:
 
 
 def comfy064_folder() -> Path:
-    if not (COMFY064 / "comfy" / "lora.py").is_file():
-        pytest.skip(f"ComfyUI 0.3.64 is not at {COMFY064} (../shared/clients/comfyui-0.3.64): its cells are unmeasured")
-    return COMFY064
+    return comfy064_source()
 
 
 def _run_comfy064(source: Path, real_fixtures, converted, work: Path) -> dict:
-    root = work / "comfyui-0.3.64"  # ../shared is read-only in CI; Python and ComfyUI write next to the code
-    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__"))
     cells = []
     for arch in ARCHITECTURES:
         fx = real_fixtures[FIXTURE_OF[arch]]
@@ -141,15 +133,7 @@ def _run_comfy064(source: Path, real_fixtures, converted, work: Path) -> dict:
             save_file({k: v.contiguous() for k, v in fx.truth.items()}, str(truth))
         cells += [{"arch": arch, "format": fmt, "lora": str(converted(fx.name, fmt)), "truth": str(truth)}
                   for fmt in FORMATS]
-    job, out = work / "job.json", work / "result.json"
-    job.write_text(json.dumps({"comfy_root": str(root), "out": str(out), "cells": cells}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "tests.clients._comfy064_worker", str(job)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
-    if not out.exists():
-        raise AssertionError(f"ComfyUI 0.3.64 worker wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(out.read_text())
+    return run_cells(source, cells, work)
 
 
 @pytest.fixture(scope="module")
