@@ -11,7 +11,12 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "loramerge.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        COLUMNS="200",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "loramerge.cli", *map(str, args)], capture_output=True, text=True, env=env
+    )

@@ -4,5 +4,6 @@ into a checkpoint. Each streams one module (or one checkpoint tensor) at a time.
 from __future__ import annotations
 
 from .extract import ExtractReport, extract
+from .resize import Criterion, ResizeReport, resize
 
-__all__ = ["ExtractReport", "extract"]
+__all__ = ["Criterion", "ExtractReport", "ResizeReport", "extract", "resize"]
