@@ -65,21 +65,14 @@ def resize(
         f"wrote {w.path} ({w.format.value}, {w.dtype}): {len(report.modules)} modules, kept rank "
         f"{min(ranks, default=0)}-{max(ranks, default=0)}, worst relative error of ΔW {report.worst_error:.2e}"
     )
-    rows = [
-        (m.group, m.shape, m.input_rank or "dense", m.rank, m.fro_retained, m.rel_error)
-        for m in report.modules
-        if m.rank is not None
-    ]
-    if prune_threshold is not None:
-        rows = [(*r[:-1], m.pruned, m.prune_change, m.rel_error) for r, m in zip(rows, _ranked(report))]
-    headers = ("input rank", "kept rank", "fro retained")
-    module_table(
-        "largest ΔW errors", rows, (*headers, *(("pruned", "prune change") if prune_threshold else ()), "rel. error")
-    )
+    pruning = prune_threshold is not None
+    rows: list[tuple] = []
+    for m in report.modules:
+        if m.rank is not None:
+            extra = (m.pruned, m.prune_change) if pruning else ()
+            rows.append((m.group, m.shape, m.input_rank or "dense", m.rank, m.fro_retained, *extra, m.rel_error))
+    headers = ("input rank", "kept rank", "fro retained", *(("pruned", "prune change") if pruning else ()))
+    module_table("largest ΔW errors", rows, (*headers, "rel. error"))
     warn_widened(w.widened)
     advise(w.format.value, report.architecture)
     write_json(report_json, report)
-
-
-def _ranked(report):
-    return [m for m in report.modules if m.rank is not None]
