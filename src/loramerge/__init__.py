@@ -7,7 +7,7 @@
 
 from .version import TOOL_NAME, __version__
 
-_API = ("merge", "analyze", "load_recipe", "extract")
+_API = ("merge", "analyze", "load_recipe", "extract", "resize", "bake")
 __all__ = ["__version__", "TOOL_NAME", *_API]
 
 

@@ -19,11 +19,24 @@ from .pipeline import MergeResult, run
 from .pipeline import analyze as _analyze
 from .plan import MergePlan
 from .report import Report, build_report
-from .tools import extract
+from .tools import extract, resize
+from .tools.bake import BakeReport
+from .tools.bake import bake as _bake
 
 InputLike = str | Path | LoraInput | dict | tuple
 
-__all__ = ["InputLike", "Analyzed", "as_input", "config_of", "merge", "analyze", "load_recipe", "extract"]
+__all__ = [
+    "InputLike",
+    "Analyzed",
+    "as_input",
+    "config_of",
+    "merge",
+    "analyze",
+    "load_recipe",
+    "extract",
+    "resize",
+    "bake",
+]
 
 
 def as_input(x: InputLike) -> LoraInput:
@@ -102,3 +115,30 @@ def load_recipe(path: str | Path) -> MergeConfig:
         raise InputFileError(path, "a recipe needs an 'inputs' list", hint="see docs/RECIPES.md")
     data["inputs"] = [as_input(x) for x in data["inputs"]]
     return MergeConfig(**data)
+
+
+def bake(
+    model: str | Path,
+    inputs: Sequence[InputLike] | MergeConfig,
+    output: str | Path,
+    *,
+    dtype: str | None = None,
+    skip_missing: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **options,
+) -> BakeReport:
+    """Apply LoRAs to the checkpoint `model` and write the result to `output`: one LoRA directly (at its
+    strengths), several through a merge with `options` (the fields of `MergeConfig`, as for `merge`).
+
+    >>> bake("sdxl.safetensors", ["style.safetensors:0.8"], "sdxl_style.safetensors")  # doctest: +SKIP
+    """
+    return _bake(
+        model,
+        config_of(inputs, options),
+        output,
+        dtype=dtype,
+        skip_missing=skip_missing,
+        overwrite=overwrite,
+        progress=progress,
+    )

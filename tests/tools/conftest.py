@@ -16,11 +16,16 @@ def _single_thread():
 
 
 @pytest.fixture(scope="package")
-def sdxl_lora(tmp_path_factory):
-    """The ``sdxl_peft_diffusers`` fixture alone (its builder, not all fixtures: time)."""
+def sdxl_fixtures(tmp_path_factory):
+    """The SDXL PEFT fixtures alone (their builder, not all fixtures: time)."""
     from tests.fixtures.peft_fixtures import build_sdxl
 
-    return build_sdxl(tmp_path_factory.mktemp("sdxl_lora"))["sdxl_peft_diffusers"]
+    return build_sdxl(tmp_path_factory.mktemp("sdxl_lora"))
+
+
+@pytest.fixture(scope="package")
+def sdxl_lora(sdxl_fixtures):
+    return sdxl_fixtures["sdxl_peft_diffusers"]
 
 
 @pytest.fixture(scope="package")

@@ -5,7 +5,7 @@ One module per command (``*_cmd.py``); each registers itself on the shared typer
 
 from __future__ import annotations
 
-from . import convert_cmd, extract_cmd, inspect_cmd, merge_cmd, resize_cmd  # noqa: F401  (registers the commands)
+from . import bake_cmd, convert_cmd, extract_cmd, inspect_cmd, merge_cmd, resize_cmd  # noqa: F401  (registers the commands)
 from ._app import app, main
 
 __all__ = ["app", "main"]

@@ -116,8 +116,8 @@ class TensorSource:
             for key in keys:
                 start, end = self._offsets[key]
                 fh.seek(self._data_start + start)
-                raw = fh.read(end - start)
-                if len(raw) != end - start:
+                raw = bytearray(end - start)  # read straight into the tensor's buffer: no second copy
+                if fh.readinto(raw) != end - start:
                     raise InputFileError(self.path, "tensor data is cut short", key=key, hint="the file is truncated")
                 out[key] = _tensor(raw, self.dtypes[key], self.shapes[key], self.path, key)
         return out
@@ -139,13 +139,13 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
+def _tensor(raw: bytearray, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
     dtype = SAFETENSORS_DTYPES.get(dtype_name)
     if dtype is None:
         raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
     if not raw:
         return torch.empty(list(shape), dtype=dtype)
-    flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    flat = torch.frombuffer(raw, dtype=dtype)
     if flat.numel() != math.prod(shape):
         raise InputFileError(
             path, f"tensor has {flat.numel()} values for shape {shape}", key=key, hint="the file is corrupt"
