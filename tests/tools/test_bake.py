@@ -123,8 +123,22 @@ def test_cli_bake(sdxl_lora, sdxl_checkpoints, tmp_path):
     base, _ = sdxl_checkpoints["ldm"]
     other = sdxl_lora.path.with_name("sdxl_kohya_diffusers_converter.safetensors")
     out, js = tmp_path / "cli.safetensors", tmp_path / "r.json"
-    proc = cli("bake", base, f"{sdxl_lora.path}:0.8", other, "-o", out, "--mode", "weighted_sum",
-               "--no-auto-strength", "--dtype", "bfloat16", "--report-json", js, "-q")
+    proc = cli(
+        "bake",
+        base,
+        f"{sdxl_lora.path}:0.8",
+        other,
+        "-o",
+        out,
+        "--mode",
+        "weighted_sum",
+        "--no-auto-strength",
+        "--dtype",
+        "bfloat16",
+        "--report-json",
+        js,
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "changed" in proc.stdout and json.loads(js.read_text())["dtype"] == "bfloat16"
     proc = cli("bake", base, sdxl_lora.path, "-o", base, "-f")

@@ -31,7 +31,7 @@ from ..spool import PatchStore, StoredPatch, materialize
 from ..version import __version__
 from .checkpoint import Checkpoint, Slot
 
-ROW_BLOCK = 64 << 20  # bytes of float32 ΔW made at a time
+ROW_BLOCK = 1 << 20  # bytes of float32 ΔW made at a time (small blocks: the C allocator keeps less)
 
 
 @dataclass
@@ -180,8 +180,8 @@ def _apply(t: torch.Tensor, slot: Slot, patch: Patch) -> float:
         rows = slice(r0, min(r0 + block, flat.shape[0]))
         d = up[rows] @ down if isinstance(patch, LowRank) else whole[rows].float()
         w = flat[rows].float()
-        weight_sq += float(w.double().pow(2).sum())
-        delta_sq += float(d.double().pow(2).sum())
+        weight_sq += float(torch.linalg.vector_norm(w)) ** 2  # float32 norms: no copy of the block
+        delta_sq += float(torch.linalg.vector_norm(d)) ** 2
         flat[rows] = (w + d).to(t.dtype)
     return math.sqrt(delta_sq / weight_sq) if weight_sq > 0 else math.inf
 

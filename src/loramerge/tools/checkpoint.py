@@ -94,8 +94,9 @@ class Checkpoint:
         return {b for b in map(self.branch_of, self.shapes) if b is not None}
 
     def get(self, key: str) -> torch.Tensor:
+        """One tensor, in a buffer of its own that goes back to the system when it is freed."""
         src, inner = self._sources[key]
-        return src.get(inner)
+        return src.get_many([inner], own_pages=True)[inner]
 
     def files(self) -> list[Path]:
         return sorted({src.path for src, _ in self._sources.values()})
