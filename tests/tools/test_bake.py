@@ -143,3 +143,21 @@ def test_cli_bake(sdxl_lora, sdxl_checkpoints, tmp_path):
     assert "changed" in proc.stdout and json.loads(js.read_text())["dtype"] == "bfloat16"
     proc = cli("bake", base, sdxl_lora.path, "-o", base, "-f")
     assert proc.returncode == 2 and "input" in proc.stderr
+
+
+def test_half_precision_checkpoint_is_patched_in_float32_and_kept_half(sdxl_lora, sdxl_checkpoints, tmp_path):
+    """A float16 checkpoint keeps float16, with half(float(W) + ΔW): the same bits as baking its exact
+    float32 copy and writing float16."""
+    from safetensors.torch import save_file
+
+    base, _ = sdxl_checkpoints["ldm"]
+    sd = load_file(str(base))
+    half, widened = tmp_path / "half.safetensors", tmp_path / "widened.safetensors"
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, str(half))
+    save_file({k: v.half().float() if v.is_floating_point() else v for k, v in sd.items()}, str(widened))
+    a = bake(half, [f"{sdxl_lora.path}:0.8"], tmp_path / "a.safetensors")
+    b = bake(widened, [f"{sdxl_lora.path}:0.8"], tmp_path / "b.safetensors", dtype="float16")
+    assert a.patched.keys() == b.patched.keys() and len(a.patched) == len(sdxl_lora.truth)
+    got, want = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert all(got[k].dtype == torch.float16 and torch.equal(got[k], want[k]) for k in got if k in a.patched)
+    assert all(torch.equal(got[k], want[k]) for k in got)
