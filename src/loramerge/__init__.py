@@ -7,12 +7,13 @@
 
 from .version import TOOL_NAME, __version__
 
-__all__ = ["__version__", "TOOL_NAME", "merge", "analyze", "tune", "load_recipe"]
+_API = ("merge", "analyze", "tune", "load_recipe", "extract", "resize", "bake")
+__all__ = ["__version__", "TOOL_NAME", *_API]
 
 
 def __getattr__(name: str):
     # The API is imported on first use, so that `import loramerge` stays cheap for the CLI's --help.
-    if name in ("merge", "analyze", "tune", "load_recipe"):
+    if name in _API:
         from . import api
 
         return getattr(api, name)

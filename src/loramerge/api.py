@@ -1,4 +1,4 @@
-"""The Python API: `merge`, `analyze`, `tune`, `load_recipe`."""
+"""The Python API: `merge`, `analyze`, `tune`, `load_recipe`; the tools `extract`, `resize`, `bake`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,26 @@ from .recipes.load import load
 from .recipes.run import run_recipe
 from .recipes.schema import Recipe
 from .report import Report, build_report
+from .tools import extract, resize
+from .tools.bake import BakeReport
+from .tools.bake import bake as _bake
 
 if TYPE_CHECKING:
     from .autotune import Evaluator, TuneResult
+
+__all__ = [
+    "InputLike",
+    "Analyzed",
+    "as_input",
+    "config_of",
+    "merge",
+    "analyze",
+    "tune",
+    "load_recipe",
+    "extract",
+    "resize",
+    "bake",
+]
 
 
 class Analyzed(NamedTuple):
@@ -120,3 +137,30 @@ def load_recipe(path: str | Path, *, allow_changed_inputs: bool = False) -> Merg
     the header of a file made by loramerge; paths are relative to the recipe's folder, and an input
     whose recorded SHA-256 differs is an error unless `allow_changed_inputs`. Pass it to `merge`."""
     return load(path, allow_changed_inputs=allow_changed_inputs)
+
+
+def bake(
+    model: str | Path,
+    inputs: Sequence[InputLike] | MergeConfig,
+    output: str | Path,
+    *,
+    dtype: str | None = None,
+    skip_missing: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **options,
+) -> BakeReport:
+    """Apply LoRAs to the checkpoint `model` and write the result to `output`: one LoRA directly (at its
+    strengths), several through a merge with `options` (the fields of `MergeConfig`, as for `merge`).
+
+    >>> bake("sdxl.safetensors", ["style.safetensors:0.8"], "sdxl_style.safetensors")  # doctest: +SKIP
+    """
+    return _bake(
+        model,
+        config_of(inputs, options),
+        output,
+        dtype=dtype,
+        skip_missing=skip_missing,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -56,7 +56,7 @@ class BaseModel:
         for key, info in header.items():
             if not key.endswith(".weight"):
                 continue
-            placement = _placement_of(key[: -len(".weight")], table, placer)
+            placement = placement_of(key[: -len(".weight")], table, placer)
             if placement is not None:
                 model._add(key, placement, tuple(int(s) for s in info["shape"]), table)
         return model
@@ -82,7 +82,15 @@ class BaseModel:
         return w if rows is None else w[rows]
 
 
-def _placement_of(path: str, table: ArchTable | None, placer: KeyPlacer | None) -> Placement | None:
+def checkpoint_stem(path: str) -> Stem:
+    """The stem a checkpoint tensor's module path gives for detection: its first matching prefix."""
+    for prefix, branch in _PREFIXES:
+        if path.startswith(prefix):
+            return Stem(branch, path[len(prefix) :], dotted=True)
+    raise AssertionError("the empty prefix matches every path")
+
+
+def placement_of(path: str, table: ArchTable | None, placer: KeyPlacer | None) -> Placement | None:
     for prefix, branch in _PREFIXES:
         if not path.startswith(prefix):
             continue

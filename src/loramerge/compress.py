@@ -85,9 +85,7 @@ def randomized_svd(
 
 def factorize_lowrank(patch: LowRank, *, rank: int | None = None, rel_error: float | None = None) -> Factorized:
     """Exact SVD of scale·up@down through QR of the factors, O((d+k)·r²); then optional truncation."""
-    qu, ru = torch.linalg.qr(patch.up * patch.scale)
-    qd, rd = torch.linalg.qr(patch.down.T)
-    u, s, vh = torch.linalg.svd(ru @ rd.T, full_matrices=False)
+    qu, u, s, vh, qd = _factor_svd(patch)
     k = choose_rank(s, rank if rank is not None else (None if rel_error is not None else patch.rank), rel_error)
     root = s[:k].sqrt()
     up = (qu @ u[:, :k]) * root
@@ -95,6 +93,26 @@ def factorize_lowrank(patch: LowRank, *, rank: int | None = None, rel_error: flo
     norm = float(s.double().pow(2).sum().sqrt())
     err = float(s[k:].double().pow(2).sum().sqrt()) / norm if norm > 0 else 0.0
     return Factorized(LowRank(up.contiguous(), down.contiguous(), 1.0, patch.shape), err)
+
+
+def _factor_svd(patch: LowRank) -> tuple[torch.Tensor, ...]:
+    """(Q_up, U, S, Vh, Q_down) with scale·up@down = (Q_up U) diag(S) (Vh Q_downᵀ): QR of each factor
+    and the SVD of the small r×r product of the triangular parts; no dense ΔW."""
+    qu, ru = torch.linalg.qr(patch.up * patch.scale)
+    qd, rd = torch.linalg.qr(patch.down.T)
+    u, s, vh = torch.linalg.svd(ru @ rd.T, full_matrices=False)
+    return qu, u, s, vh, qd
+
+
+def svd_of(patch: Patch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (U, S, Vh) of a patch's ΔW, conv kernels flattened: exact from the factors of a
+    low-rank patch (S has `rank` values), a full SVD of a dense one."""
+    if isinstance(patch, LowRank):
+        qu, u, s, vh, qd = _factor_svd(patch)
+        return qu @ u, s, vh @ qd.T
+    mat = patch.delta.reshape(patch.delta.shape[0], -1).float()
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    return u, s, vh
 
 
 def to_lowrank(patch: Patch, *, rank: int | None = None, rel_error: float | None = 1e-6) -> Factorized:

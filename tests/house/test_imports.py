@@ -16,7 +16,7 @@ MODULES = sorted(
     "loramerge." + ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
     for p in SRC.rglob("*.py")
 )
-PACKAGE_NAMES = {"merge", "analyze", "tune", "load_recipe", "__version__", "TOOL_NAME"}
+PACKAGE_NAMES = {"merge", "analyze", "tune", "load_recipe", "extract", "resize", "bake", "__version__", "TOOL_NAME"}
 
 
 def _imports_of_package_init(path: Path) -> list[str]:

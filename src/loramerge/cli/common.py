@@ -148,15 +148,19 @@ def _option_parameter(o: OptionSpec) -> signatures.Parameter:
     )
 
 
-def with_merge_options(fn: Callable) -> Callable:
-    """Give `fn` one keyword option per row of the option table (`loramerge.options.OPTIONS`);
-    `fn` receives them as ``**options``."""
+def with_merge_options(fn: Callable | None = None, *, leave_out: tuple[str, ...] = ()) -> Callable:
+    """Give `fn` one keyword option per row of the option table (`loramerge.options.OPTIONS`), but
+    the fields in `leave_out`; `fn` receives them as ``**options``. Used bare or as
+    ``@with_merge_options(leave_out=(...))``."""
+    if fn is None:
+        return lambda f: with_merge_options(f, leave_out=leave_out)
     own = [
         p
         for p in signatures.signature(fn, eval_str=True).parameters.values()
         if p.kind is not signatures.Parameter.VAR_KEYWORD
     ]
-    fn.__signature__ = signatures.Signature(own + [_option_parameter(o) for o in OPTIONS])  # type: ignore[attr-defined]
+    rows = [_option_parameter(o) for o in OPTIONS if o.field not in leave_out]
+    fn.__signature__ = signatures.Signature(own + rows)  # type: ignore[attr-defined]
     return fn
 
 

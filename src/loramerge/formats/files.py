@@ -7,6 +7,7 @@ deep inside safetensors or torch reaches the user as a bare traceback.
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 import sys
 from pathlib import Path
@@ -123,9 +124,13 @@ class TensorSource:
     def get(self, key: str) -> torch.Tensor:
         return self.get_many([key])[key]
 
-    def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
-        """Read tensors by plain positioned reads (no memory map): what a group loads is freed with
-        it, so resident memory stays bounded by one group however many files are merged."""
+    def get_many(self, keys: list[str], *, own_pages: bool = False) -> dict[str, torch.Tensor]:
+        """Read tensors by plain positioned reads (no memory map of the file): what a group loads is
+        freed with it, so resident memory stays bounded by one group however many files are merged.
+
+        ``own_pages``: each tensor's buffer is an anonymous memory map of its own, returned to the
+        system the moment the tensor is freed; for streaming large tensors one after another, where
+        the C allocator would keep the freed buffers (checkpoints: `loramerge bake`)."""
         if self._pickled is not None:
             return {k: self._pickled[k] for k in keys}
         out = {}
@@ -134,8 +139,9 @@ class TensorSource:
                 for key in keys:
                     start, end = self._offsets[key]
                     fh.seek(self._data_start + start)
-                    raw = fh.read(end - start)
-                    if len(raw) != end - start:
+                    size = end - start  # read straight into the tensor's buffer: no second copy
+                    raw: bytearray | mmap.mmap = mmap.mmap(-1, size) if own_pages and size else bytearray(size)
+                    if fh.readinto(raw) != size:
                         raise InputFileError(
                             self.path, "tensor data is cut short", key=key, hint="the file is truncated or changed"
                         )
@@ -168,13 +174,13 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def _tensor(raw: bytes, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
+def _tensor(raw: bytearray | mmap.mmap, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
     dtype = SAFETENSORS_DTYPES.get(dtype_name)
     if dtype is None:
         raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
-    if not raw:
+    if not len(raw):
         return torch.empty(list(shape), dtype=dtype)
-    flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    flat = torch.frombuffer(raw, dtype=dtype)
     if flat.numel() != math.prod(shape):
         raise InputFileError(
             path, f"tensor has {flat.numel()} values for shape {shape}", key=key, hint="the file is corrupt"

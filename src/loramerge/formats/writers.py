@@ -175,7 +175,8 @@ def _build(items, table, fmt: OutputFormat, report: WriteReport, lossy: bool, em
     return builder(_refuse_duplicates(list(items)), table, report, lossy, emit)
 
 
-_ST_DTYPES = {t: name for name, t in SAFETENSORS_DTYPES.items() if t.is_floating_point and t.itemsize >= 2}  # F64..BF16
+_ALL_ST_DTYPES = {t: name for name, t in SAFETENSORS_DTYPES.items()}
+_ST_DTYPES = {t: name for t, name in _ALL_ST_DTYPES.items() if t.is_floating_point and t.itemsize >= 2}  # F64..BF16
 
 
 def narrowed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -226,17 +227,23 @@ class StreamingSafetensors:
     def count(self) -> int:
         return len(self.entries)
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
+    def add(self, name: str, tensor: torch.Tensor, *, as_is: bool = False) -> None:
+        """Append one tensor: in the file's dtype (float32 where a value overflows it), or with
+        ``as_is`` in its own dtype (any safetensors dtype: a checkpoint's integer buffers included)."""
         if name in self.entries:
             raise OutputError(f"{self.path}: two tensors named '{name}'")
         check_finite(str(self.path), name, tensor)
-        t = narrowed(tensor.detach().to("cpu"), self.dtype)
-        if t.dtype != self.dtype:
-            self.widened.append(name)
+        t = tensor.detach().to("cpu").contiguous()
+        if not as_is:
+            t = narrowed(t, self.dtype)
+            if t.dtype != self.dtype:
+                self.widened.append(name)
+        if t.dtype not in _ALL_ST_DTYPES:
+            raise OutputError(f"{self.path}: tensor '{name}' has dtype {t.dtype}, which safetensors cannot hold")
         raw = t.reshape(-1).view(torch.uint8).numpy()
         self._data.write(memoryview(raw))  # type: ignore[arg-type]  # numpy: buffer protocol
         self.entries[name] = {
-            "dtype": _ST_DTYPES[t.dtype],
+            "dtype": _ALL_ST_DTYPES[t.dtype],
             "shape": list(t.shape),
             "data_offsets": [self._end, self._end + raw.nbytes],
         }
