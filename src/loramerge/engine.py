@@ -56,7 +56,10 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
     cfg = inputs.cfg
     g = inputs.group(key)
     te, scale = g.text_encoder, plan.scale(g.text_encoder)
-    weights = [cfg.inputs[i].strength(te) * scale for i in g.loras]
+    # auto-strength scales the inputs (paper rules: inert for scale-invariant strategies) or, with
+    # `scale_after`, the merged result (so that every reported scale acts; METHOD §6, DECISIONS.md)
+    pre, post = (1.0, scale) if plan.scale_after else (scale, 1.0)
+    weights = [cfg.inputs[i].strength(te) * pre for i in g.loras]
     extra = [p.scaled(cfg.inputs[i].strength(te)) for i, p in zip(g.kept, g.kept_patches)]
     decision = plan.decisions.get(key)
     gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
@@ -68,6 +71,9 @@ def merge_group(inputs: Inputs, plan: MergePlan, key: str) -> GroupResult:
         merged, exact, coefficients = execute(
             decision, g.patches, weights, gram, cfg.device, group_generator(cfg.seed, key)
         )
+        if post != 1.0:
+            merged = merged.scaled(post)
+            coefficients = None if coefficients is None else [c * post for c in coefficients]
     for p in extra:
         merged = p if merged is None else add_patches(merged, p)
     assert merged is not None

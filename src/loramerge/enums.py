@@ -65,6 +65,17 @@ class Optimization(str, Enum):
     ADDITIVE = "additive"
 
 
+class Rules(str, Enum):
+    """Which decision rules auto mode applies (docs/DECISIONS.md, "Rule sets").
+
+    PAPER is the seed's decision tree as published (METHOD §3: near-orthogonal groups averaged or
+    SLERPed, auto-strength scaling the inputs), kept to reproduce the reference behaviour. MEASURED,
+    the default, is the rule set chosen by the quality benchmark on both of its domains."""
+
+    MEASURED = "measured"
+    PAPER = "paper"
+
+
 class StrategySet(str, Enum):
     """Which strategies auto mode may choose."""
 
