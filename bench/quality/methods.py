@@ -45,7 +45,8 @@ class Method:
 
 
 NO_AUTO = {"auto_strength": False}
-PAPER = {"rules": "paper"}  # the candidates are emulated changes of the paper rules (today's tree)
+PAPER = {"rules": "paper"}
+MEASURED = {"rules": "measured"}  # auto and its ablations  # the candidates are emulated changes of the paper rules (today's tree)
 
 METHODS: tuple[Method, ...] = (
     # -- baselines (paper §7.1 and seed 002) ---------------------------------------------------------
@@ -68,29 +69,30 @@ METHODS: tuple[Method, ...] = (
     Method("basis_ties", "TIES (global, basis space)", BASELINE, {"mode": "ties", "basis_space": True, **NO_AUTO},
            note="--mode ties --basis-space: TIES on shared QR-basis coefficients"),
     # -- loramerge auto ----------------------------------------------------------------------------
-    Method("auto", "loramerge auto (defaults)", AUTO, {}, note="--mode auto, every default (measured rules)"),
-    Method("auto_paper", "loramerge auto, paper rules", AUTO, PAPER,
-           note="--rules paper: the seed's decision tree, auto-strength on the inputs (the default before issue 10)"),
+    Method("auto", "loramerge auto, measured rules", AUTO, MEASURED,
+           note="--rules measured: orthogonal groups summed, auto-strength on the merged groups"),
+    Method("auto_paper", "loramerge auto, paper rules (default)", AUTO, PAPER,
+           note="--mode auto, every default (--rules paper: the seed's decision tree, auto-strength on the inputs)"),
     # -- ablations (paper §7.2): one component switched -------------------------------------------------
-    Method("auto_global", "auto, global decision", ABLATION, {"optimization": "global"},
+    Method("auto_global", "auto, global decision", ABLATION, {**MEASURED, "optimization": "global"},
            note="per-group vs global strategy selection"),
-    Method("auto_additive", "auto, additive optimization", ABLATION, {"optimization": "additive"},
+    Method("auto_additive", "auto, additive optimization", ABLATION, {**MEASURED, "optimization": "additive"},
            note="weighted_sum everywhere, auto-strength on"),
-    Method("auto_raw_conflict", "auto, raw conflict", ABLATION, {"use_excess": False},
+    Method("auto_raw_conflict", "auto, raw conflict", ABLATION, {**MEASURED, "use_excess": False},
            note="excess vs raw sign conflict"),
-    Method("auto_uniform", "auto, 1/N instead of auto-strength", ABLATION, NO_AUTO, strengths="inverse_n",
+    Method("auto_uniform", "auto, 1/N instead of auto-strength", ABLATION, {**MEASURED, **NO_AUTO}, strengths="inverse_n",
            note="auto-strength vs fixed uniform scaling 1/N"),
-    Method("auto_no_strength", "auto, no auto-strength", ABLATION, NO_AUTO, note="strengths 1, no scaling"),
-    Method("auto_refine", "auto, refine (TALL+orth.)", ABLATION, {"refine": "refine"}, note="refinement level 'refine'"),
-    Method("auto_refine_full", "auto, refine full (+KnOTS)", ABLATION, {"refine": "full"}, note="refinement level 'full'"),
-    Method("auto_no_smoothing", "auto, no decision smoothing", ABLATION, {"smoothing": 0.0}, note="λ = 0 vs 0.25"),
-    Method("auto_materialize", "auto, materialised at rank r", ABLATION, {"rank": 8},
+    Method("auto_no_strength", "auto, no auto-strength", ABLATION, {**MEASURED, **NO_AUTO}, note="strengths 1, no scaling"),
+    Method("auto_refine", "auto, refine (TALL+orth.)", ABLATION, {**MEASURED, "refine": "refine"}, note="refinement level 'refine'"),
+    Method("auto_refine_full", "auto, refine full (+KnOTS)", ABLATION, {**MEASURED, "refine": "full"}, note="refinement level 'full'"),
+    Method("auto_no_smoothing", "auto, no decision smoothing", ABLATION, {**MEASURED, "smoothing": 0.0}, note="λ = 0 vs 0.25"),
+    Method("auto_materialize", "auto, materialised at rank r", ABLATION, {**MEASURED, "rank": 8},
            note="every group re-factorised at the input rank (SVD) instead of the exact rank-Σr patch"),
-    Method("auto_dare", "auto + DARE", ABLATION, {"sparsify": "dare"}, note="sparsification"),
-    Method("auto_della", "auto + DELLA", ABLATION, {"sparsify": "della"}, note="sparsification"),
-    Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {"sparsify": "dare_conflict"},
+    Method("auto_dare", "auto + DARE", ABLATION, {**MEASURED, "sparsify": "dare"}, note="sparsification"),
+    Method("auto_della", "auto + DELLA", ABLATION, {**MEASURED, "sparsify": "della"}, note="sparsification"),
+    Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {**MEASURED, "sparsify": "dare_conflict"},
            note="sparsification"),
-    Method("auto_basis", "auto, basis-space TIES", ABLATION, {"basis_space": True}, note="weight vs basis space"),
+    Method("auto_basis", "auto, basis-space TIES", ABLATION, {**MEASURED, "basis_space": True}, note="weight vs basis space"),
     # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
     Method("cand_floor1", "candidate: orthogonal floor 1.0", CANDIDATE, PAPER, what_if="floor1",
            note="auto-strength floor 1.0 instead of 0.85 for near-orthogonal LoRAs"),

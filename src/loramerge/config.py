@@ -86,8 +86,8 @@ class MergeConfig(BaseModel):
     )
     strategy_set: StrategySet = option(StrategySet.FULL, "which strategies auto mode may choose")
     rules: Rules = option(
-        Rules.MEASURED,
-        "auto mode's decision rules: measured (chosen by the quality benchmark) or paper (the seed's tree)",
+        Rules.PAPER,
+        "auto mode's decision rules: paper (the seed's tree) or measured (orthogonal groups summed, scale after)",
     )
     sparsify: Sparsifier = option(
         Sparsifier.NONE,

@@ -68,9 +68,10 @@ class Optimization(str, Enum):
 class Rules(str, Enum):
     """Which decision rules auto mode applies (docs/DECISIONS.md, "Rule sets").
 
-    PAPER is the seed's decision tree as published (METHOD §3: near-orthogonal groups averaged or
-    SLERPed, auto-strength scaling the inputs), kept to reproduce the reference behaviour. MEASURED,
-    the default, is the rule set chosen by the quality benchmark on both of its domains."""
+    PAPER, the default, is the seed's decision tree as published (METHOD §3: near-orthogonal groups
+    averaged or SLERPed, auto-strength scaling the inputs). MEASURED sums near-orthogonal groups and
+    applies auto-strength to the merged groups; it is opt-in until it wins on both benchmark domains
+    (docs/DECISIONS.md, "Rule sets")."""
 
     MEASURED = "measured"
     PAPER = "paper"
