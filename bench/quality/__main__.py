@@ -34,10 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2: one per core)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (default 1; part of the results: reductions depend on it)")
+    p.add_argument("--domains", default="image,text",
+                   help="which domains to run: image, text or both (default image,text)")
     p.add_argument("--report-only", action="store_true",
                    help="re-render the page, JSON and grids from the last run's raw results (no measuring)")
     args = p.parse_args(argv)
     cfg = replace(SMOKE if args.smoke else FULL, threads=args.threads)
+    domains = {d.strip() for d in args.domains.split(",") if d.strip()}
+    if not domains or domains - {"image", "text"}:
+        p.error(f"--domains: image, text or image,text (got {args.domains!r})")
+    cfg = replace(cfg, images="image" in domains, text=cfg.text if "text" in domains else None)
     if args.out is None:
         doc, out_dir = ROOT / "docs" / "QUALITY.md", ROOT / "docs" / "quality"
     else:

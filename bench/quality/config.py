@@ -11,6 +11,7 @@ import torch
 
 from .methods import METHODS
 from .model import ModelConfig
+from .text.config import TEXT_FULL, TEXT_SMOKE, TextConfig
 
 LORAS = ("subject", "bold", "slant", "thin")
 EVALUATOR_SEED = 0  # one evaluator for every seed: the measuring instrument stays the same
@@ -61,6 +62,8 @@ class BenchConfig:
     sanity_margin: float = 0.3              # single LoRA rate − base rate must exceed this (mean over seeds)
     content_guard: float = 0.10             # content more than this below the case's LoRAs alone: flagged (†)
     assert_sanity: bool = True
+    text: TextConfig | None = TEXT_FULL     # the text domain (None: images only)
+    images: bool = True                     # the image domain (False: text only, `--domains text`)
     extra: dict = field(default_factory=dict)
 
     def artefact_key(self, what: str, train_seed: int | None = None) -> str:
@@ -76,6 +79,8 @@ class BenchConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"] = self.model.to_dict()
+        if self.text is None:
+            d.pop("text")
         return d
 
 
@@ -87,4 +92,4 @@ SMOKE = replace(
     base_steps=40, base_batch=64, lora_steps=15, evaluator_steps=30, per_subject_prompt=8, per_other_prompt=1,
     cases=("subject+style", "style+thin"), methods=("additive", "average", "task_arithmetic", "knots_ties", "auto",
                                                     "cand_orth_sum"),
-    assert_sanity=False)
+    assert_sanity=False, text=TEXT_SMOKE)

@@ -45,6 +45,8 @@ class Method:
 
 
 NO_AUTO = {"auto_strength": False}
+PAPER = {"rules": "paper"}
+MEASURED = {"rules": "measured"}  # auto and its ablations  # the candidates are emulated changes of the paper rules (today's tree)
 
 METHODS: tuple[Method, ...] = (
     # -- baselines (paper §7.1 and seed 002) ---------------------------------------------------------
@@ -67,38 +69,45 @@ METHODS: tuple[Method, ...] = (
     Method("basis_ties", "TIES (global, basis space)", BASELINE, {"mode": "ties", "basis_space": True, **NO_AUTO},
            note="--mode ties --basis-space: TIES on shared QR-basis coefficients"),
     # -- loramerge auto ----------------------------------------------------------------------------
-    Method("auto", "loramerge auto (defaults)", AUTO, {}, note="--mode auto, every default"),
+    Method("auto", "loramerge auto, measured rules", AUTO, MEASURED,
+           note="--rules measured: orthogonal groups summed, auto-strength on the merged groups"),
+    Method("auto_paper", "loramerge auto, paper rules (default)", AUTO, PAPER,
+           note="--mode auto, every default (--rules paper: the seed's decision tree, auto-strength on the inputs)"),
     # -- ablations (paper §7.2): one component switched -------------------------------------------------
-    Method("auto_global", "auto, global decision", ABLATION, {"optimization": "global"},
+    Method("auto_global", "auto, global decision", ABLATION, {**MEASURED, "optimization": "global"},
            note="per-group vs global strategy selection"),
-    Method("auto_additive", "auto, additive optimization", ABLATION, {"optimization": "additive"},
+    Method("auto_additive", "auto, additive optimization", ABLATION, {**MEASURED, "optimization": "additive"},
            note="weighted_sum everywhere, auto-strength on"),
-    Method("auto_raw_conflict", "auto, raw conflict", ABLATION, {"use_excess": False},
+    Method("auto_raw_conflict", "auto, raw conflict", ABLATION, {**MEASURED, "use_excess": False},
            note="excess vs raw sign conflict"),
-    Method("auto_uniform", "auto, 1/N instead of auto-strength", ABLATION, NO_AUTO, strengths="inverse_n",
+    Method("auto_uniform", "auto, 1/N instead of auto-strength", ABLATION, {**MEASURED, **NO_AUTO}, strengths="inverse_n",
            note="auto-strength vs fixed uniform scaling 1/N"),
-    Method("auto_no_strength", "auto, no auto-strength", ABLATION, NO_AUTO, note="strengths 1, no scaling"),
-    Method("auto_refine", "auto, refine (TALL+orth.)", ABLATION, {"refine": "refine"}, note="refinement level 'refine'"),
-    Method("auto_refine_full", "auto, refine full (+KnOTS)", ABLATION, {"refine": "full"}, note="refinement level 'full'"),
-    Method("auto_no_smoothing", "auto, no decision smoothing", ABLATION, {"smoothing": 0.0}, note="λ = 0 vs 0.25"),
-    Method("auto_materialize", "auto, materialised at rank r", ABLATION, {"rank": 8},
+    Method("auto_no_strength", "auto, no auto-strength", ABLATION, {**MEASURED, **NO_AUTO}, note="strengths 1, no scaling"),
+    Method("auto_refine", "auto, refine (TALL+orth.)", ABLATION, {**MEASURED, "refine": "refine"}, note="refinement level 'refine'"),
+    Method("auto_refine_full", "auto, refine full (+KnOTS)", ABLATION, {**MEASURED, "refine": "full"}, note="refinement level 'full'"),
+    Method("auto_no_smoothing", "auto, no decision smoothing", ABLATION, {**MEASURED, "smoothing": 0.0}, note="λ = 0 vs 0.25"),
+    Method("auto_materialize", "auto, materialised at rank r", ABLATION, {**MEASURED, "rank": 8},
            note="every group re-factorised at the input rank (SVD) instead of the exact rank-Σr patch"),
-    Method("auto_dare", "auto + DARE", ABLATION, {"sparsify": "dare"}, note="sparsification"),
-    Method("auto_della", "auto + DELLA", ABLATION, {"sparsify": "della"}, note="sparsification"),
-    Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {"sparsify": "dare_conflict"},
+    Method("auto_dare", "auto + DARE", ABLATION, {**MEASURED, "sparsify": "dare"}, note="sparsification"),
+    Method("auto_della", "auto + DELLA", ABLATION, {**MEASURED, "sparsify": "della"}, note="sparsification"),
+    Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {**MEASURED, "sparsify": "dare_conflict"},
            note="sparsification"),
-    Method("auto_basis", "auto, basis-space TIES", ABLATION, {"basis_space": True}, note="weight vs basis space"),
+    Method("auto_basis", "auto, basis-space TIES", ABLATION, {**MEASURED, "basis_space": True}, note="weight vs basis space"),
     # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
-    Method("cand_floor1", "candidate: orthogonal floor 1.0", CANDIDATE, {}, what_if="floor1",
+    Method("cand_floor1", "candidate: orthogonal floor 1.0", CANDIDATE, PAPER, what_if="floor1",
            note="auto-strength floor 1.0 instead of 0.85 for near-orthogonal LoRAs"),
-    Method("cand_orth_sum", "candidate: orthogonal groups summed", CANDIDATE, {}, what_if="orth_sum",
+    Method("cand_orth_sum", "candidate: orthogonal groups summed", CANDIDATE, PAPER, what_if="orth_sum",
            note="decision rule 3 gives weighted_sum instead of average/SLERP"),
-    Method("cand_orth_sum_floor1", "candidate: orthogonal summed, floor 1.0", CANDIDATE, {}, what_if="orth_sum_floor1",
+    Method("cand_orth_sum_floor1", "candidate: orthogonal summed, floor 1.0", CANDIDATE, PAPER, what_if="orth_sum_floor1",
            note="both changes"),
-    Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, {}, what_if="ratio_rule",
+    Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, PAPER, what_if="ratio_rule",
            note="the reference's rule: orthogonal groups with magnitude ratio ≥ 2 → weighted_sum"),
-    Method("cand_ratio_rule_floor1", "candidate: imbalanced orthogonal summed, floor 1.0", CANDIDATE, {},
+    Method("cand_ratio_rule_floor1", "candidate: imbalanced orthogonal summed, floor 1.0", CANDIDATE, PAPER,
            what_if="ratio_rule_floor1", note="the reference's rule and floor 1.0"),
+    Method("cand_orth_sum_energy", "candidate: orthogonal summed, energy rule without floor", CANDIDATE, PAPER,
+           what_if="orth_sum_nofloor", note="rule 3 sums; auto-strength E_ref/E acts on the sum (no near-orthogonal floor)"),
+    Method("cand_no_slerp_imbalanced", "candidate: no SLERP for imbalanced groups", CANDIDATE, PAPER,
+           what_if="no_slerp_imbalanced", note="SLERP upgrades of groups with magnitude ratio ≥ 2 stay averages"),
 )
 
 BY_NAME = {m.name: m for m in METHODS}
@@ -115,13 +124,22 @@ def what_if(kind: str | None):
     import loramerge.plan as plan_mod
     import loramerge.decide as select_mod
 
-    saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide
+    saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide_paper
     try:
-        if kind in ("floor1", "orth_sum_floor1", "ratio_rule_floor1"):
+        if kind in ("floor1", "orth_sum_floor1", "ratio_rule_floor1", "orth_sum_nofloor"):
+            floor = 0.0 if kind == "orth_sum_nofloor" else 1.0
+
             def preset_for(architecture, name=None, _orig=saved_preset):
-                return dataclasses.replace(_orig(architecture, name), orthogonal_floor=1.0)
+                return dataclasses.replace(_orig(architecture, name), orthogonal_floor=floor)
             plan_mod.preset_for = preset_for
-        if kind in ("orth_sum", "orth_sum_floor1", "ratio_rule", "ratio_rule_floor1"):
+        if kind == "no_slerp_imbalanced":
+            def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
+                d = _orig(key, s, m, preset, strategy_set)
+                if d.strategy == "slerp" and m.magnitude_ratio >= RATIO_RULE:
+                    return dataclasses.replace(d, strategy="weighted_average", reason=d.reason + "; what-if: no SLERP")
+                return d
+            select_mod.decide_paper = decide
+        if kind in ("orth_sum", "orth_sum_floor1", "ratio_rule", "ratio_rule_floor1", "orth_sum_nofloor"):
             ratio = RATIO_RULE if kind.startswith("ratio_rule") else 0.0
 
             def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
@@ -130,10 +148,10 @@ def what_if(kind: str | None):
                         and m.magnitude_ratio >= ratio):
                     return dataclasses.replace(d, strategy="weighted_sum", reason=d.reason + "; what-if: summed")
                 return d
-            select_mod.decide = decide
+            select_mod.decide_paper = decide
         yield
     finally:
-        plan_mod.preset_for, select_mod.decide = saved_preset, saved_decide
+        plan_mod.preset_for, select_mod.decide_paper = saved_preset, saved_decide
 
 
 def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:

@@ -21,6 +21,7 @@ from .png import labelled_grid, write_png
 from .report import aggregate, sanity
 
 TIMING_KEYS = ("seconds", "merge_seconds")
+CASE_PREFIXES = ("case/", "text/case/")
 STAT_FIELDS = ("cosine", "conflict", "effective_conflict", "subspace_overlap", "magnitude_ratio")
 
 
@@ -51,7 +52,7 @@ def split_timings(results: dict) -> tuple[dict, dict]:
     for key, value in results.items():
         jobs[key] = value["seconds"]
         clean[key] = {k: v for k, v in value.items() if k not in TIMING_KEYS}
-        if "rows" in value and key.startswith("case/"):
+        if "rows" in value and key.startswith(CASE_PREFIXES):
             clean[key]["rows"] = {n: {k: v for k, v in row.items() if k not in TIMING_KEYS}
                                   for n, row in value["rows"].items()}
             merges[key] = {n: row["merge_seconds"] for n, row in value["rows"].items()}
@@ -100,7 +101,7 @@ def _compact(raw: dict) -> dict:
     on the method) and, per method, only what differs: strategy, retention, rank, compression error."""
     out = {}
     for key, value in raw.items():
-        if not key.startswith("case/"):
+        if not key.startswith(CASE_PREFIXES):
             out[key] = value
             continue
         value = dict(value)
@@ -120,6 +121,8 @@ def _compact(raw: dict) -> dict:
 
 # -- PNG grids -----------------------------------------------------------------------------------------
 def write_grids(cfg: BenchConfig, results: dict, out_dir: Path) -> dict[str, str]:
+    if not cfg.images:
+        return {}
     seed = cfg.seeds[cfg.grid_seed_index]
     singles = results[f"singles/{seed}"]["images"]
     files = {}

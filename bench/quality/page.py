@@ -22,7 +22,13 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
              doc: Path, out_dir: Path) -> str:
     """The page. `raw`: the job results without timings; `record`: run.json (timings, reproduction)."""
     rel = lambda p: Path(p).relative_to(doc.parent).as_posix() if Path(p).is_relative_to(doc.parent) else str(p)
-    L = _header(cfg, grids, record, out_dir, rel) + _setup(cfg) + _methods(cfg) + _evaluators(raw)
+    L = _header(cfg, grids, record, out_dir, rel)
+    if not cfg.images:  # `--domains text`
+        from .text.page import text_markdown
+
+        L += _sanity(cfg, checks, agg) + text_markdown(cfg, agg) + _reproducibility(cfg, record) + _timing(record)
+        return "\n".join(L) + "\n"
+    L += _setup(cfg) + _methods(cfg) + _evaluators(raw)
     L += _sanity(cfg, checks, agg) + _headline(cfg, agg)
     for case, c in agg["cases"].items():
         L += _case(cfg, raw, case, c)
@@ -31,6 +37,10 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
                   f"Rows: base, each LoRA alone, then every method (seed {cfg.seeds[cfg.grid_seed_index]}); columns: "
                   f"{8} samples of prompt 0, then one sample of each prompt 1–9."]
     L += _head_to_head(agg) + _tuning(cfg, raw)
+    if "text" in agg:
+        from .text.page import text_markdown
+
+        L += text_markdown(cfg, agg)
     notes = HERE / "NOTES.md"
     if cfg.name == "full" and notes.exists():
         L += ["", notes.read_text().strip()]
@@ -138,6 +148,8 @@ def _sanity(cfg: BenchConfig, checks: list[dict], agg: dict) -> list[str]:
     if not cfg.assert_sanity:
         L += ["", f"({cfg.name} configuration: the checks are computed, not asserted — models this small do not "
                   "learn the effects.)"]
+    if not agg["singles"]:
+        return L
     L += ["", "Base model and each LoRA alone (strength 1):", "",
           "| model | subject | bold | slant | thin | content |", "|---|---|---|---|---|---|"]
     for name, e in agg["singles"].items():
@@ -148,7 +160,7 @@ def _sanity(cfg: BenchConfig, checks: list[dict], agg: dict) -> list[str]:
 # -- rankings and cases ------------------------------------------------------------------------------------
 def _headline(cfg: BenchConfig, agg: dict) -> list[str]:
     L = ["", "## Where loramerge auto ranks", "",
-         "Rank of `auto` (every default) among the baselines and itself, by each case's primary metric (mean over seeds; "
+         "Rank of `auto` (`--rules measured`, every other default) among the baselines, `auto_paper` (the defaults) and itself, by each case's primary metric (mean over seeds; "
          "equal means share a rank); auto's rank on each seed separately; its rank among the methods that keep "
          f"content within {cfg.content_guard:g} of the case's LoRAs alone (the others are marked † in the case "
          "tables: they buy effect rates by breaking the other prompts' digits); and the baselines that beat auto on "

@@ -51,13 +51,22 @@ def seed_wins(a: list[float], b: list[float], tol: float = 1e-9) -> dict[str, in
 
 
 def aggregate(cfg: BenchConfig, results: dict) -> dict:
+    if not cfg.images:
+        from .text.report import aggregate_text
+
+        return {"singles": {}, "cases": {}, "text": aggregate_text(cfg, results)}
     seeds = list(cfg.seeds)
     singles = {}
     for name in ("base", "subject", "bold", "slant", "thin"):
         singles[name] = {m: ms([results[f"singles/{s}"]["rows"][name].get(m) for s in seeds])
                          for m in METRICS if m in results[f"singles/{seeds[0]}"]["rows"][name]}
     cases = {case: _aggregate_case(cfg, results, case, singles) for case in cfg.cases}
-    return {"singles": singles, "cases": cases}
+    out = {"singles": singles, "cases": cases}
+    if cfg.text is not None and any(k.startswith("text/") for k in results):
+        from .text.report import aggregate_text
+
+        out["text"] = aggregate_text(cfg, results)
+    return out
 
 
 def _method_entry(rows: list[dict], loras, primary: str) -> dict:
@@ -114,8 +123,8 @@ def _competition_ranks(values: dict[str, float]) -> dict[str, int]:
 def sanity(cfg: BenchConfig, agg: dict) -> list[dict]:
     """The issue's sanity checks, each with its numbers and whether it holds."""
     out = []
-    base = agg["singles"]["base"]
-    for name in ("subject", "bold", "slant", "thin"):
+    base = agg["singles"].get("base", {})
+    for name in (("subject", "bold", "slant", "thin") if base else ()):
         single, ref = agg["singles"][name][name][0], base[name][0]
         out.append({"check": f"the {name} LoRA alone shows its effect: rate − base rate > {cfg.sanity_margin}",
                     "value": f"{single:.2f} vs base {ref:.2f}", "ok": bool(single - ref > cfg.sanity_margin)})
@@ -125,4 +134,8 @@ def sanity(cfg: BenchConfig, agg: dict) -> list[dict]:
             a, b = m["additive"]["joint"][0], m["average"]["joint"][0]
             out.append({"check": "subject+style: additive ≫ average on the joint rate (≥ 0.2 higher and ≥ 2×)",
                         "value": f"{a:.2f} vs {b:.2f}", "ok": bool(a - b >= 0.2 and a >= 2 * b)})
+    if "text" in agg:
+        from .text.report import text_sanity
+
+        out += text_sanity(cfg, agg["text"])
     return out

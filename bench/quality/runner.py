@@ -33,6 +33,8 @@ class Job:
 
 
 def plan_jobs(cfg: BenchConfig, cache: Path) -> list[Job]:
+    if not cfg.images:
+        return text_jobs(cfg, cache)
     seeds = list(cfg.seeds)
     tune = "task_arithmetic" in cfg.methods
     train_seeds = seeds + ([cfg.tuning_seed] if tune else [])
@@ -56,6 +58,34 @@ def plan_jobs(cfg: BenchConfig, cache: Path) -> list[Job]:
                 return (cfg, cache, s, case, lam, keep)
             deps = trained(s) + ((f"tune/{case}",) if tune else ())
             out.append(Job(f"case/{s}/{case}", J.job_case, args, deps, priority=40))
+    return out + (text_jobs(cfg, cache) if cfg.text is not None else [])
+
+
+def text_jobs(cfg: BenchConfig, cache: Path) -> list[Job]:
+    """The text domain: task LoRAs per seed, singles (the normalizers), λ tuning, cases."""
+    from .text import jobs as T
+    from .text.data import TASKS
+
+    t = cfg.text
+    methods = t.methods or cfg.methods
+    tune = "task_arithmetic" in methods
+    out = []
+    for s in list(t.seeds) + ([t.tuning_seed] if tune else []):
+        for task in TASKS:
+            out.append(Job(f"text/lora/{s}/{task}", T.job_text_lora, (cfg, cache, s, task), priority=5))
+    trained = lambda s: tuple(f"text/lora/{s}/{task}" for task in TASKS)
+    for s in t.seeds:
+        out.append(Job(f"text/singles/{s}", T.job_text_singles, (cfg, cache, s), trained(s), priority=30))
+    for case in t.cases:
+        if tune:
+            out.append(Job(f"text/tune/{case}", T.job_text_tune, (cfg, cache, case), trained(t.tuning_seed),
+                           priority=20))
+        for s in t.seeds:
+            def args(res, s=s, case=case):
+                lam = res[f"text/tune/{case}"]["lambda"] if tune else None
+                return (cfg, cache, s, case, lam, res[f"text/singles/{s}"]["rows"])
+            deps = (f"text/singles/{s}",) + ((f"text/tune/{case}",) if tune else ())
+            out.append(Job(f"text/case/{s}/{case}", T.job_text_case, args, deps, priority=40))
     return out
 
 

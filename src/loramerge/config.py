@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Sparsifier, StrategySet
+from .enums import Optimization, OutputDtype, OutputFormat, RefineLevel, Rules, Sparsifier, StrategySet
 
 
 def option(
@@ -193,6 +193,10 @@ class MergeConfig(BaseModel):
         Optimization.PER_GROUP, "per-group decisions, one global decision, or plain addition"
     )
     strategy_set: StrategySet = option(StrategySet.FULL, "which strategies auto mode may choose")
+    rules: Rules = option(
+        Rules.PAPER,
+        "auto mode's decision rules: paper (the seed's tree) or measured (orthogonal groups summed, scale after)",
+    )
     sparsify: Sparsifier = option(
         Sparsifier.NONE,
         "sparsification of the deltas before merging (TIES trim, DARE, DELLA, or their conflict-only variants)",

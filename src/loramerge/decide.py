@@ -8,11 +8,11 @@ the merge engine needs (strategy params, sparsifier, execution path, output rank
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .analysis.stats import GroupStats, block_of
-from .enums import Optimization, RefineLevel, StrategySet
+from .enums import Optimization, RefineLevel, Rules, StrategySet
 from .presets import Preset
 
 
@@ -77,8 +77,25 @@ def smooth(stats: dict[str, GroupStats], lam: float, use_excess: bool = True) ->
     return out
 
 
-def decide(key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet) -> GroupDecision:
-    """The decision tree, first match wins, then the SLERP upgrade."""
+def decide(
+    key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet, rules: Rules = Rules.PAPER
+) -> GroupDecision:
+    """The decision tree of `rules` (docs/DECISIONS.md, "Rule sets")."""
+    d = decide_paper(key, s, m, preset, strategy_set)
+    return d if rules is Rules.PAPER else measured(d, m, preset)
+
+
+def measured(d: GroupDecision, m: Metrics, preset: Preset) -> GroupDecision:
+    """The measured rules: the paper tree, except that near-orthogonal groups (rule 3) are summed
+    (exact, rank Σr) instead of averaged or SLERPed; auto-strength then acts on the sum."""
+    if d.strategy in ("weighted_average", "slerp") and d.reason.startswith("orthogonal"):
+        reason = d.reason.split("; ")[0] + "; measured rules: summed (the LoRAs compose)"
+        return replace(d, strategy="weighted_sum", reason=reason)
+    return d
+
+
+def decide_paper(key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet) -> GroupDecision:
+    """The seed's decision tree (METHOD §3), first match wins, then the SLERP upgrade."""
     raw = Metrics.of(s)
     if s.n == 1:
         return GroupDecision(key, "weighted_sum", 1, "one LoRA in the group", metrics=m, raw=raw)
@@ -168,6 +185,7 @@ def plan_groups(
     override: str | None = None,
     smoothing: float = 0.25,
     use_excess: bool = True,
+    rules: Rules = Rules.PAPER,
 ) -> dict[str, GroupDecision]:
     """A decision for every group, in key order."""
     smoothed = smooth(stats, smoothing, use_excess)
@@ -193,12 +211,12 @@ def plan_groups(
                 key, "weighted_sum", s.n, "additive mode", metrics=Metrics.of(s), raw=Metrics.of(s)
             )
         elif collective is not None:
-            d = decide(key, s, collective, preset, strategy_set)
+            d = decide(key, s, collective, preset, strategy_set, rules)
             out[key] = GroupDecision(
                 key, d.strategy, d.n_loras, "global: " + d.reason, d.sign_method, d.density, collective, d.raw
             )
         else:
-            out[key] = decide(key, s, smoothed[key], preset, strategy_set)
+            out[key] = decide(key, s, smoothed[key], preset, strategy_set, rules)
     return out
 
 

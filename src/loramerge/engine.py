@@ -113,7 +113,10 @@ def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | 
     cfg = inputs.cfg
     g = inputs.group(key)
     te, scale = g.text_encoder, plan.scale(g.text_encoder)
-    weights = [cfg.inputs[i].strength(te) * scale for i in g.loras]
+    # auto-strength scales the inputs (paper rules: inert for scale-invariant strategies) or, with
+    # `scale_after`, the merged result (so that every reported scale acts; METHOD §6, DECISIONS.md)
+    pre, post = (1.0, scale) if plan.scale_after else (scale, 1.0)
+    weights = [cfg.inputs[i].strength(te) * pre for i in g.loras]
     extra = [p.scaled(cfg.inputs[i].strength(te)) for i, p in zip(g.kept, g.kept_patches)]
     decision = plan.decisions.get(key)
     gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
@@ -127,9 +130,10 @@ def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | 
         merged, exact, coefficients = execute(
             decision, g.patches, weights, gram, cfg.device, group_generator(cfg.seed, key)
         )
-        if cfg.multiplier != 1.0:  # λ scales the merge itself: scale-invariant strategies ignore the weights
-            merged = merged.scaled(cfg.multiplier)
-            coefficients = None if coefficients is None else [c * cfg.multiplier for c in coefficients]
+        post *= cfg.multiplier  # λ scales the merge itself: scale-invariant strategies ignore the weights
+        if post != 1.0:
+            merged = merged.scaled(post)
+            coefficients = None if coefficients is None else [c * post for c in coefficients]
     for p in extra:
         merged = p if merged is None else add_patches(merged, p)
     assert merged is not None

@@ -65,6 +65,18 @@ class Optimization(str, Enum):
     ADDITIVE = "additive"
 
 
+class Rules(str, Enum):
+    """Which decision rules auto mode applies (docs/DECISIONS.md, "Rule sets").
+
+    PAPER, the default, is the seed's decision tree as published (METHOD §3: near-orthogonal groups
+    averaged or SLERPed, auto-strength scaling the inputs). MEASURED sums near-orthogonal groups and
+    applies auto-strength to the merged groups; it is opt-in until it wins on both benchmark domains
+    (docs/DECISIONS.md, "Rule sets")."""
+
+    MEASURED = "measured"
+    PAPER = "paper"
+
+
 class StrategySet(str, Enum):
     """Which strategies auto mode may choose."""
 

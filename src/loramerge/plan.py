@@ -18,7 +18,7 @@ from .analysis.stats import GroupStats
 from .config import MergeConfig
 from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
-from .enums import Optimization, RefineLevel, Sparsifier
+from .enums import Optimization, RefineLevel, Rules, Sparsifier
 from .errors import OptionError
 from .presets import Preset, preset_for
 from .strategies import SignMethod, SparsifyParams, TiesParams
@@ -47,6 +47,7 @@ class MergePlan:
     rank: int | None = None  # output rank of groups without a decision (preserved only)
     rel_error: float | None = None
     suggested_max_strength: float | None = None  # set from the merge results (`with_results`)
+    scale_after: bool = False  # auto-strength multiplies each merged group (measured rules), not the inputs
 
     def scale(self, text_encoder: bool) -> float:
         branch = self.auto.get("text_encoder" if text_encoder else "model")
@@ -70,6 +71,7 @@ class MergePlan:
             "rank": self.rank,
             "rel_error": self.rel_error,
             "suggested_max_strength": self.suggested_max_strength,
+            "scale_after": self.scale_after,
             "decisions": {k: d.to_dict() for k, d in self.decisions.items()},
         }
 
@@ -90,10 +92,14 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
         override=override,
         smoothing=cfg.smoothing,
         use_excess=cfg.use_excess,
+        rules=cfg.rules,
     )
     resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
-    return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error)
+    scale_after = cfg.rules is Rules.MEASURED
+    if not scale_after:
+        auto = {b: _inert_note(a, b, resolved, inputs) for b, a in auto.items()}
+    return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error, scale_after=scale_after)
 
 
 def check_forced_mode(inputs: Inputs) -> None:
@@ -166,6 +172,23 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
             near_orthogonal=preset.near_orthogonal_cos,
         )
     return auto
+
+
+def _inert_note(a: AutoStrength, branch: str, decisions: dict[str, GroupDecision], inputs: Inputs) -> AutoStrength:
+    """Under the paper rules the scale multiplies the inputs, which a scale-invariant strategy
+    (average, SLERP, consensus, ...) divides out again: the reason says for how many groups."""
+    if a.scale >= 1.0:
+        return a
+    te = branch == "text_encoder"
+    merged = [d for k, d in decisions.items() if d.n_loras > 1 and inputs.is_text_encoder(k) == te]
+    inert = sum(strategies.get(d.strategy).scale_invariant for d in merged)
+    if not inert:
+        return a
+    note = (
+        f"; applied to the inputs (paper rules): no effect on the {inert} of {len(merged)} merged groups "
+        "whose strategy is scale invariant"
+    )
+    return replace(a, reason=a.reason + note)
 
 
 def suggested_max_strength(results: Sequence[MergedNorms], preset: Preset) -> float | None:

@@ -56,16 +56,23 @@ def test_weighted_sum_is_exact_low_rank(loras, tmp_path, fmt):
     assert {g.key: g.rank for g in res.report.groups}["diffusion_model.blocks_0_q"] == 6
 
 
-def test_weighted_average_and_auto_strength_scale(loras, tmp_path):
+@pytest.mark.parametrize("rules", ["paper", "measured"])
+def test_weighted_average_and_auto_strength_scale(loras, tmp_path, rules):
     a, b = loras
-    res = merge([a, b], arch="unknown", mode="weighted_average")
+    res = merge([a, b], arch="unknown", mode="weighted_average", rules=rules)
     s = res.plan.scale(False)
-    assert 0 < s <= 1
+    assert 0 < s < 1
     da, db = _deltas(a), _deltas(b)
     key = "diffusion_model.blocks_0_q"
     g = next(g for g in res.groups if g.key == key)
-    expected = (s * da["lora_unet_blocks_0_q"] + s * db["lora_unet_blocks_0_q"]) / (2 * s)
+    average = (da["lora_unet_blocks_0_q"] + db["lora_unet_blocks_0_q"]) / 2
+    # paper: the scale multiplies the inputs and the average divides it out again (inert);
+    # measured: it multiplies the merged group, so the reported scale acts
+    expected = average if rules == "paper" else s * average
     torch.testing.assert_close(g.patch.dense(), expected, rtol=1e-5, atol=1e-6)
+    reported = next(r for r in res.report.groups if r.key == key).retention
+    assert reported["a"] == pytest.approx(
+        float((g.patch.dense() * da["lora_unet_blocks_0_q"]).sum() / da["lora_unet_blocks_0_q"].pow(2).sum()), rel=1e-4)
     # single-LoRA group: applied at its strength times the branch scale
     k = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_k")
     torch.testing.assert_close(k.patch.dense(), s * da["lora_unet_blocks_0_k"], rtol=1e-5, atol=1e-6)

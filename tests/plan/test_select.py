@@ -5,7 +5,7 @@ import pytest
 from loramerge.analysis.metrics import PairStats
 from loramerge.analysis.stats import GroupStats
 from loramerge.presets import PRESETS, preset_for
-from loramerge.enums import Optimization, StrategySet
+from loramerge.enums import Optimization, Rules, StrategySet
 from loramerge.decide import Metrics, decide, plan_groups, smooth
 
 
@@ -116,3 +116,28 @@ def test_plan_modes_and_override():
     assert forced["x.layers.1.a"].strategy == "ties" and forced["x.c"].strategy == "weighted_sum"
     glob = plan_groups(groups, preset, optimization=Optimization.GLOBAL)
     assert glob["x.layers.1.a"].strategy == glob["x.layers.2.b"].strategy and glob["x.c"].strategy == "weighted_sum"
+
+
+@pytest.mark.parametrize("preset", ALL, ids=lambda p: p.name)
+def test_measured_rules_sum_orthogonal_groups_and_keep_the_rest(preset):
+    measured = lambda s: decide(s.key, s, Metrics.of(s), preset, StrategySet.FULL, Rules.MEASURED)
+    orth = stats(cos=0.02, excess=0.0, overlap=0.1)
+    d = measured(orth)
+    assert go(orth, preset).strategy == "slerp" and d.strategy == "weighted_sum"
+    assert d.reason.startswith("orthogonal") and "summed" in d.reason
+    # orthogonal but opposing (plain average under the paper rules): summed as well
+    assert measured(stats(cos=-0.06, overlap=0.1)).strategy == "weighted_sum"
+    # what is not near-orthogonal decides as before
+    aligned = stats(cos=0.8, excess=0.05, overlap=0.6)
+    assert measured(aligned).strategy == go(aligned, preset).strategy == "consensus"
+    clash = stats(cos=-0.6, excess=preset.ties_conflict + 0.05, overlap=1.0)
+    assert measured(clash) == go(clash, preset)
+    low = stats(cos=0.3, excess=0.0, overlap=0.5)
+    assert measured(low).strategy == go(low, preset).strategy
+
+
+def test_plan_groups_passes_the_rule_set():
+    groups = {s.key: s for s in (stats("x.layers.1.a", cos=0.02, overlap=0.1),)}
+    preset = preset_for("sdxl")
+    assert plan_groups(groups, preset)["x.layers.1.a"].strategy == "slerp"  # the function's default: paper
+    assert plan_groups(groups, preset, rules=Rules.MEASURED)["x.layers.1.a"].strategy == "weighted_sum"
