@@ -197,7 +197,8 @@ def check_node_pack(comfy, job: dict, models: dict) -> dict:
     # Save Merged LoRA, against the library's own save of its merge.
     saved = pack["LoramergeSaveMergedLora"]().save(data, "merged/pair", "kohya", 0, 0.0, False)
     path = saved["result"][0]
-    own = work / "library.safetensors"
+    # beside the node's file: the recipe stores input paths relative to the output's folder
+    own = Path(path).parent / "library.safetensors"
     written = library.save(own, "kohya")
     out["save"] = {
         "text": saved["ui"]["text"],

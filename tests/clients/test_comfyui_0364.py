@@ -72,13 +72,22 @@ def node_check(comfy064_run):
     return out
 
 
-def _declared_display_names() -> dict[str, str]:
-    """NODE_DISPLAY_NAME_MAPPINGS as comfy_nodes/nodes.py spells it (read, not imported: it needs comfy)."""
-    tree = ast.parse((REPO / "comfy_nodes" / "nodes.py").read_text())
+def _declared_display_names(module: str = "nodes") -> dict[str, str]:
+    """NODE_DISPLAY_NAME_MAPPINGS as comfy_nodes/<module>.py spells it (read, not imported: it needs
+    comfy); a ``**other.NODE_DISPLAY_NAME_MAPPINGS`` entry is read from comfy_nodes/other.py."""
+    tree = ast.parse((REPO / "comfy_nodes" / f"{module}.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODE_DISPLAY_NAME_MAPPINGS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("comfy_nodes/nodes.py has no NODE_DISPLAY_NAME_MAPPINGS")
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if getattr(target, "id", "") == "NODE_DISPLAY_NAME_MAPPINGS" and isinstance(node.value, ast.Dict):
+            names: dict[str, str] = {}
+            for key, value in zip(node.value.keys, node.value.values):
+                if key is None:  # **tuner_nodes.NODE_DISPLAY_NAME_MAPPINGS
+                    assert isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name), ast.dump(value)
+                    names.update(_declared_display_names(value.value.id))
+                else:
+                    names[ast.literal_eval(key)] = ast.literal_eval(value)
+            return names
+    raise AssertionError(f"comfy_nodes/{module}.py has no NODE_DISPLAY_NAME_MAPPINGS")
 
 
 def test_comfyui_0364_loads_the_pack_from_a_clone(node_check):

@@ -165,7 +165,12 @@ def test_cli_tune_and_merge_selector(tmp_path):
     proc = _cli("merge", "--tuner-data", data, "--select", "2", "-o", tmp_path / "two.safetensors", "-q")
     assert proc.returncode == 0, proc.stderr
     recipe = json.loads(_header(tmp_path / "two.safetensors")["loramerge.recipe"])["config"]
-    assert recipe == {**loaded["candidates"][1]["config"], "dtype": recipe["dtype"]}
+    chosen = loaded["candidates"][1]["config"]
+    # the recipe stores input paths relative to the output's folder: the same files
+    assert [(tmp_path / i.pop("path")).resolve() for i in recipe["inputs"]] == [
+        Path(i.pop("path")).resolve() for i in chosen["inputs"]
+    ]
+    assert recipe == {**chosen, "dtype": recipe["dtype"]}
     proc = _cli("merge", "--tuner-data", data, "--select", "1000", "-o", tmp_path / "x.safetensors")
     assert proc.returncode == 2 and "--select 1000 is out of range" in proc.stderr
     bad = tmp_path / "bad.json"

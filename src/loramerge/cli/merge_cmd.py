@@ -105,7 +105,7 @@ def merge(
         if result.report.output is not None:
             warn_widened(result.report.output.widened)
             advise(result.report.output.format, result.inputs.architecture)
-        note_device(cfg.device, [d.path for d in result.plan.decisions.values()])
+        note_device(result.inputs.cfg.device, [d.path for d in result.plan.decisions.values()])
     if dry_run:
         note("dry run: no LoRA file was written" + (f"; the report is in {report_json}" if report_json else ""))
 

@@ -54,7 +54,7 @@ def tune(
     given = {k: v for k, v in normalised(options).items() if v is not None}
     cfg = build_config(loras, None, given)
     if tuner_data is not None:
-        check_output(tuner_data, [inp.path for inp in cfg.inputs], overwrite=True)
+        check_output(tuner_data, [inp.path for inp in cfg.inputs], overwrite=True, suffix=None)
     evaluator = CommandEvaluator(evaluate, evaluator_timeout) if evaluate else None
     with progress_bar(quiet) as progress:
         result = run_tune(

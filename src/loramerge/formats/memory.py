@@ -27,6 +27,11 @@ class MemorySource:
     def keys(self) -> list[str]:
         return list(self._tensors)
 
+    @property
+    def size_bytes(self) -> int:
+        """What the tensors hold (a file of them would be this plus its header)."""
+        return sum(t.numel() * t.element_size() for t in self._tensors.values())
+
     def get(self, key: str) -> torch.Tensor:
         return self._tensors[key]
 

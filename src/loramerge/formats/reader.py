@@ -268,4 +268,6 @@ class AdapterFile:
 
     @property
     def size_bytes(self) -> int:
+        if isinstance(self.source, MemorySource):  # an earlier step of a recipe: no file behind it
+            return self.source.size_bytes
         return self.path.stat().st_size
