@@ -1,4 +1,4 @@
-"""Writing a small file all at once or not at all: a temporary file beside it, renamed into place."""
+"""Files written all at once or not at all: a temporary file beside the target, renamed into place."""
 
 from __future__ import annotations
 
@@ -6,17 +6,31 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import OutputError
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """`path` holds `text` afterwards, or is untouched and no temporary file is left (any failure)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+def publish(tmp: str, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` to `path` through a temporary file in its folder, renamed into place: complete or absent
+    (no temporary file is left on any failure; an OSError becomes an `OutputError` naming the path)."""
+    path = Path(path)
+    tmp = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        publish(tmp, path)
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: cannot write it ({exc.strerror or exc}); free space or choose another folder"
+        ) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

@@ -185,16 +185,16 @@ def test_a_full_disk_while_the_report_is_written_takes_the_new_lora_back(example
     and the LoRA it made is removed with it."""
     style, detail, _ = examples
     before = listing(tmp_path)
-    import loramerge.formats.writers as writers
+    import loramerge.atomic as atomic
 
-    real = writers._publish
+    real = atomic.publish
 
     def publish(tmp, path):
         if str(path).endswith(".json"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(tmp, path)
 
-    monkeypatch.setattr(writers, "_publish", publish)
+    monkeypatch.setattr(atomic, "publish", publish)
     code, _, err = cli(
         ["merge", style, detail, "-o", tmp_path / "o.safetensors", "--report-json", tmp_path / "r.json", "-q"], capsys
     )

@@ -228,7 +228,7 @@ def emit_report(
     report_html: Path | None = None,
     sort: ReportSort = ReportSort.CONFLICT,
 ) -> None:
-    from ..formats.writers import write_text_atomic
+    from ..atomic import write_text_atomic
     from ..report import render_text
 
     if report_json is not None:

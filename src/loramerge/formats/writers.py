@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..architectures.spec import ArchTable, Branch, Placement, Style
+from ..atomic import publish
 from ..compress import to_lowrank
 from ..enums import OutputFormat
 from ..errors import OutputError
@@ -260,7 +261,7 @@ class StreamingSafetensors:
                 out.flush()
                 self._data.flush()
                 _copy_data(self._data, out, self._end)
-            _publish(tmp, self.path)
+            publish(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -273,32 +274,6 @@ class StreamingSafetensors:
             self._data.close()  # may raise: buffered data that cannot be flushed (a full disk)
         finally:
             self._data_path.unlink(missing_ok=True)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """`text` to `path` through a temporary file in its folder, renamed into place: complete or absent."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        _publish(tmp, path)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot write it ({exc.strerror or exc}); free space or choose another folder"
-        ) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _copy_data(src, dst, size: int) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import write_text_atomically
+from ..atomic import write_text_atomic
 from ..enums import ReportSort
 from ..errors import OutputError
 from . import plots
@@ -189,5 +189,5 @@ def save_html(report: Report, path: str | os.PathLike, *, sort: ReportSort | str
     """Write the page to `path` atomically (a temporary file renamed into place; nothing left on failure)."""
     target = check_html_target(path)
     text = to_html(report, sort=sort)
-    write_text_atomically(target, text)
+    write_text_atomic(target, text)
     return target
