@@ -74,6 +74,20 @@ def as_checkable(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.is_floating_point() and t.dtype.itemsize == 1 else t
 
 
+def max_abs(t: torch.Tensor) -> float:
+    """max |x| over a non-empty float tensor in one pass without temporaries; NaN when some value is
+    NaN and inf when some is ±inf (`torch.aminmax` propagates both), so one reduction answers "all
+    finite?" and "how large?" (an `isfinite(...).all()` plus an `abs().max()` are two passes and
+    two full-size temporaries)."""
+    lo, hi = torch.aminmax(as_checkable(t))
+    return max(-float(lo), float(hi)) if not (lo.isnan() or hi.isnan()) else math.nan
+
+
+def count_not_finite(t: torch.Tensor) -> int:
+    """How many values are NaN or ±inf (the slow path, only to say so in an error)."""
+    return int((~torch.isfinite(as_checkable(t))).sum())
+
+
 @dataclass
 class ContentNotes:
     """What reading a file's tensors found that deserves a warning (thread-safe: pass 1 reads in threads)."""
@@ -88,16 +102,15 @@ class ContentNotes:
         """Errors for NaN/Inf; a note for values at the float16 limit."""
         if not t.is_floating_point() or not t.numel():
             return
-        c = as_checkable(t)
-        finite = torch.isfinite(c)
-        if not finite.all():
+        largest = max_abs(t)
+        if not math.isfinite(largest):
             raise InputFileError(
                 path,
-                f"{int((~finite).sum())} NaN/Inf value(s) in the tensor",
+                f"{count_not_finite(t)} NaN/Inf value(s) in the tensor",
                 key=key,
                 hint="the LoRA is broken (often an fp16 overflow in training); re-export it",
             )
-        if float(c.abs().max()) >= FP16_LIMIT:
+        if largest >= FP16_LIMIT:
             with self._lock:
                 self.overflow.add(key)
 

@@ -14,6 +14,7 @@ Writes are atomic: a temporary file in the target folder, renamed into place on 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from ..patches import Dense, LowRank, Patch
 from ..spool import PatchLike, materialize, rank_of
 from ..threads import single_threaded_ops
 from ..version import TOOL_NAME, __version__
+from .checks import count_not_finite, max_abs
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .files import SAFETENSORS_DTYPES
 from .kohya_meta import network_metadata
@@ -180,27 +182,31 @@ _ALL_ST_DTYPES = {t: name for name, t in SAFETENSORS_DTYPES.items()}
 _ST_DTYPES = {t: name for t, name in _ALL_ST_DTYPES.items() if t.is_floating_point and t.itemsize >= 2}  # F64..BF16
 
 
-def narrowed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`t` in `dtype`, or in float32 when some finite value of `t` overflows `dtype` (a half type)."""
-    out = t.to(dtype).contiguous()
+def narrowed(t: torch.Tensor, dtype: torch.dtype, largest: float | None = None) -> torch.Tensor:
+    """`t` in `dtype`, or in float32 when some finite value of `t` overflows `dtype` (a half type);
+    `largest`: max |t| when the caller has it already (`check_finite`)."""
     if dtype.itemsize < 4 and t.is_floating_point() and t.numel():
-        limit = torch.finfo(dtype).max
-        if float(t.abs().max()) > limit and bool(torch.isfinite(t).all()):
+        largest = max_abs(t) if largest is None else largest
+        if math.isfinite(largest) and largest > torch.finfo(dtype).max:
             return t.to(torch.float32).contiguous()
-    return out
+    return t.to(dtype).contiguous()
 
 
-def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
+def check_finite(where: str, name: str, tensor: torch.Tensor) -> float | None:
     """Refuse a merged tensor holding NaN/Inf: raised while the file is still a temporary, so nothing
-    is renamed into place (the inputs are finite; this is an overflow in the merge itself)."""
+    is renamed into place (the inputs are finite; this is an overflow in the merge itself). Returns
+    max |x| (None for a non-float or empty tensor), which `narrowed` reuses."""
     if tensor.is_floating_point() and tensor.numel():
-        bad = int((~torch.isfinite(tensor)).sum())
-        if bad:
+        largest = max_abs(tensor)
+        if not math.isfinite(largest):
+            bad = count_not_finite(tensor)
             raise OutputError(
                 f"{where}: merged tensor '{name}' has {bad} NaN/Inf value(s); nothing was written\n"
                 "  -> the merge overflowed float32: lower the strengths, and check the inputs "
                 "(`loramerge inspect`; the report warns of values at the float16 limit)"
             )
+        return largest
+    return None
 
 
 class StreamingSafetensors:
@@ -233,10 +239,10 @@ class StreamingSafetensors:
         ``as_is`` in its own dtype (any safetensors dtype: a checkpoint's integer buffers included)."""
         if name in self.entries:
             raise OutputError(f"{self.path}: two tensors named '{name}'")
-        check_finite(str(self.path), name, tensor)
+        largest = check_finite(str(self.path), name, tensor)
         t = tensor.detach().to("cpu").contiguous()
         if not as_is:
-            t = narrowed(t, self.dtype)
+            t = narrowed(t, self.dtype, largest)
             if t.dtype != self.dtype:
                 self.widened.append(name)
         if t.dtype not in _ALL_ST_DTYPES:
