@@ -194,8 +194,9 @@ class MergeConfig(BaseModel):
     )
     strategy_set: StrategySet = option(StrategySet.FULL, "which strategies auto mode may choose")
     rules: Rules = option(
-        Rules.PAPER,
-        "auto mode's decision rules: paper (the seed's tree) or measured (orthogonal groups summed, scale after)",
+        Rules.MEASURED,
+        "auto mode's decision rules: measured (near-orthogonal denoiser groups summed, no scaling of "
+        "near-orthogonal LoRAs) or paper (the seed's tree, reproduces the reference)",
     )
     sparsify: Sparsifier = option(
         Sparsifier.NONE,

@@ -8,6 +8,7 @@ the merge engine needs (strategy params, sparsifier, execution path, output rank
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -78,20 +79,32 @@ def smooth(stats: dict[str, GroupStats], lam: float, use_excess: bool = True) ->
 
 
 def decide(
-    key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet, rules: Rules = Rules.PAPER
+    key: str,
+    s: GroupStats,
+    m: Metrics,
+    preset: Preset,
+    strategy_set: StrategySet,
+    rules: Rules = Rules.PAPER,
+    text_encoder: bool = False,
 ) -> GroupDecision:
     """The decision tree of `rules` (docs/DECISIONS.md, "Rule sets")."""
     d = decide_paper(key, s, m, preset, strategy_set)
-    return d if rules is Rules.PAPER else measured(d, m, preset)
+    return d if rules is Rules.PAPER else measured(d, text_encoder)
 
 
-def measured(d: GroupDecision, m: Metrics, preset: Preset) -> GroupDecision:
-    """The measured rules: the paper tree, except that near-orthogonal groups (rule 3) are summed
-    (exact, rank Σr) instead of averaged or SLERPed; auto-strength then acts on the sum."""
-    if d.strategy in ("weighted_average", "slerp") and d.reason.startswith("orthogonal"):
-        reason = d.reason.split("; ")[0] + "; measured rules: summed (the LoRAs compose)"
-        return replace(d, strategy="weighted_sum", reason=reason)
-    return d
+def measured(d: GroupDecision, text_encoder: bool = False) -> GroupDecision:
+    """The measured rules: the paper tree, except that near-orthogonal groups (rule 3) of the denoiser
+    are summed (exact, rank Σr) instead of averaged or SLERPed, so that each LoRA acts at its own
+    strength; auto-strength then acts on the merged groups. Text-encoder groups keep the paper's
+    average/SLERP: every LoRA there moves the one conditioning embedding that all of them are read
+    through, and stacking them overshoots it (docs/DECISIONS.md, "Rule sets", both benchmark domains)."""
+    if d.strategy not in ("weighted_average", "slerp") or not d.reason.startswith("orthogonal"):
+        return d
+    if text_encoder:
+        note = "; measured rules: text encoder, kept (a shared embedding: stacking overshoots)"
+        return replace(d, reason=d.reason + note)
+    reason = d.reason.split("; ")[0] + "; measured rules: summed (the LoRAs compose)"
+    return replace(d, strategy="weighted_sum", reason=reason)
 
 
 def decide_paper(key: str, s: GroupStats, m: Metrics, preset: Preset, strategy_set: StrategySet) -> GroupDecision:
@@ -186,8 +199,10 @@ def plan_groups(
     smoothing: float = 0.25,
     use_excess: bool = True,
     rules: Rules = Rules.PAPER,
+    text_encoder: Callable[[str], bool] = lambda key: False,
 ) -> dict[str, GroupDecision]:
-    """A decision for every group, in key order."""
+    """A decision for every group, in key order (`text_encoder(key)`: whether a group belongs to a
+    text encoder, which the measured rules treat apart)."""
     smoothed = smooth(stats, smoothing, use_excess)
     collective = _collective(stats, use_excess) if optimization is Optimization.GLOBAL else None
     out: dict[str, GroupDecision] = {}
@@ -211,12 +226,12 @@ def plan_groups(
                 key, "weighted_sum", s.n, "additive mode", metrics=Metrics.of(s), raw=Metrics.of(s)
             )
         elif collective is not None:
-            d = decide(key, s, collective, preset, strategy_set, rules)
+            d = decide(key, s, collective, preset, strategy_set, rules, text_encoder(key))
             out[key] = GroupDecision(
                 key, d.strategy, d.n_loras, "global: " + d.reason, d.sign_method, d.density, collective, d.raw
             )
         else:
-            out[key] = decide(key, s, smoothed[key], preset, strategy_set, rules)
+            out[key] = decide(key, s, smoothed[key], preset, strategy_set, rules, text_encoder(key))
     return out
 
 

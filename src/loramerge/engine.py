@@ -115,10 +115,12 @@ def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | 
     te, scale = g.text_encoder, plan.scale(g.text_encoder)
     # auto-strength scales the inputs (paper rules: inert for scale-invariant strategies) or, with
     # `scale_after`, the merged result (so that every reported scale acts; METHOD §6, DECISIONS.md)
+    decision = plan.decisions.get(key)
     pre, post = (1.0, scale) if plan.scale_after else (scale, 1.0)
+    if plan.scale_after and decision is not None and strategies.get(decision.strategy).scale_invariant:
+        post = 1.0  # an average already keeps about one LoRA's energy: the sum's rule is not for it
     weights = [cfg.inputs[i].strength(te) * pre for i in g.loras]
     extra = [p.scaled(cfg.inputs[i].strength(te)) for i, p in zip(g.kept, g.kept_patches)]
-    decision = plan.decisions.get(key)
     gram = InputGram(g.patches + extra)  # computed at most once, by SLERP or by the metrics below
     if stats is not None and not extra and tuple(stats.loras) == tuple(g.loras):
         gram.matrix = stats.inner_matrix()  # pass 1 measured these very products

@@ -68,10 +68,11 @@ class Optimization(str, Enum):
 class Rules(str, Enum):
     """Which decision rules auto mode applies (docs/DECISIONS.md, "Rule sets").
 
-    PAPER, the default, is the seed's decision tree as published (METHOD §3: near-orthogonal groups
-    averaged or SLERPed, auto-strength scaling the inputs). MEASURED sums near-orthogonal groups and
-    applies auto-strength to the merged groups; it is opt-in until it wins on both benchmark domains
-    (docs/DECISIONS.md, "Rule sets")."""
+    MEASURED, the default, was chosen on both benchmark domains (images and text): near-orthogonal
+    denoiser groups are summed (exact, rank Σr) while text-encoder groups keep the average/SLERP, and
+    near-orthogonal LoRAs are never scaled below the user's strengths; auto-strength multiplies the
+    merged groups that sum. PAPER is the seed's decision tree as published (METHOD §3: near-orthogonal
+    groups averaged or SLERPed, auto-strength scaling the inputs), kept to reproduce the reference."""
 
     MEASURED = "measured"
     PAPER = "paper"

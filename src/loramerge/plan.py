@@ -93,12 +93,12 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
         smoothing=cfg.smoothing,
         use_excess=cfg.use_excess,
         rules=cfg.rules,
+        text_encoder=inputs.is_text_encoder,
     )
     resolved = {k: resolve(d, analysis.stats[k], cfg, preset) for k, d in decisions.items()}
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
     scale_after = cfg.rules is Rules.MEASURED
-    if not scale_after:
-        auto = {b: _inert_note(a, b, resolved, inputs) for b, a in auto.items()}
+    auto = {b: _inert_note(a, b, resolved, inputs, after=scale_after) for b, a in auto.items()}
     return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error, scale_after=scale_after)
 
 
@@ -162,7 +162,12 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
         te = branch == "text_encoder"
         loras = sorted(analysis.norms2[branch])
         full_rank = any(s.full_rank for k, s in analysis.stats.items() if inputs.is_text_encoder(k) == te)
-        floor = preset.full_rank_floor if full_rank else preset.orthogonal_floor
+        # The measured rules never scale near-orthogonal LoRAs below the user's strengths (the image
+        # benchmark's best λ under its content guard is ≥ 1 for N ≤ 4; DECISIONS.md, "Rule sets")
+        if cfg.rules is Rules.MEASURED:
+            floor = 1.0
+        else:
+            floor = preset.full_rank_floor if full_rank else preset.orthogonal_floor
         index = {i: n for n, i in enumerate(loras)}
         auto[branch] = auto_strength(
             [cfg.inputs[i].strength(te) for i in loras],
@@ -174,9 +179,13 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
     return auto
 
 
-def _inert_note(a: AutoStrength, branch: str, decisions: dict[str, GroupDecision], inputs: Inputs) -> AutoStrength:
-    """Under the paper rules the scale multiplies the inputs, which a scale-invariant strategy
-    (average, SLERP, consensus, ...) divides out again: the reason says for how many groups."""
+def _inert_note(
+    a: AutoStrength, branch: str, decisions: dict[str, GroupDecision], inputs: Inputs, *, after: bool
+) -> AutoStrength:
+    """Say in the reason which merged groups a scale below 1 does not change: those whose strategy is
+    scale invariant (average, SLERP, consensus, ...). Under the paper rules the scale multiplies the
+    inputs, which such a strategy divides out again; under the measured rules it multiplies the
+    merged groups, except those (an average already keeps about one LoRA's energy)."""
     if a.scale >= 1.0:
         return a
     te = branch == "text_encoder"
@@ -184,10 +193,16 @@ def _inert_note(a: AutoStrength, branch: str, decisions: dict[str, GroupDecision
     inert = sum(strategies.get(d.strategy).scale_invariant for d in merged)
     if not inert:
         return a
-    note = (
-        f"; applied to the inputs (paper rules): no effect on the {inert} of {len(merged)} merged groups "
-        "whose strategy is scale invariant"
-    )
+    if after:
+        note = (
+            f"; applied to the merged groups (measured rules), not to the {inert} of {len(merged)} "
+            "whose strategy averages (they keep about one LoRA's energy already)"
+        )
+    else:
+        note = (
+            f"; applied to the inputs (paper rules): no effect on the {inert} of {len(merged)} merged groups "
+            "whose strategy is scale invariant"
+        )
     return replace(a, reason=a.reason + note)
 
 

@@ -56,26 +56,43 @@ def test_weighted_sum_is_exact_low_rank(loras, tmp_path, fmt):
     assert {g.key: g.rank for g in res.report.groups}["diffusion_model.blocks_0_q"] == 6
 
 
+def _correlated_pair(tmp_path):
+    """Two rank-2 LoRAs on one module with cosine ≈ 0.8, plus one module only the first has."""
+    g = torch.Generator().manual_seed(3)
+    down, up = torch.randn(2, 8, generator=g), torch.randn(8, 2, generator=g)
+    other = up + 0.75 * torch.randn(8, 2, generator=g)
+    lone = {"lora_unet_k.lora_down.weight": torch.randn(2, 8, generator=g), "lora_unet_k.lora_up.weight": torch.randn(8, 2, generator=g)}
+    save_file({"lora_unet_q.lora_down.weight": down, "lora_unet_q.lora_up.weight": up, **lone}, tmp_path / "a.safetensors")
+    save_file({"lora_unet_q.lora_down.weight": down.clone(), "lora_unet_q.lora_up.weight": other}, tmp_path / "b.safetensors")
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors", up @ down, other @ down, lone
+
+
+@pytest.mark.parametrize("mode", ["weighted_average", "weighted_sum"])
 @pytest.mark.parametrize("rules", ["paper", "measured"])
-def test_weighted_average_and_auto_strength_scale(loras, tmp_path, rules):
-    a, b = loras
-    res = merge([a, b], arch="unknown", mode="weighted_average", rules=rules)
+def test_auto_strength_scale_acts_where_the_report_says(tmp_path, rules, mode):
+    a, b, da, db, lone = _correlated_pair(tmp_path)
+    res = merge([a, b], arch="unknown", mode=mode, rules=rules)
     s = res.plan.scale(False)
-    assert 0 < s < 1
-    da, db = _deltas(a), _deltas(b)
-    key = "diffusion_model.blocks_0_q"
-    g = next(g for g in res.groups if g.key == key)
-    average = (da["lora_unet_blocks_0_q"] + db["lora_unet_blocks_0_q"]) / 2
-    # paper: the scale multiplies the inputs and the average divides it out again (inert);
-    # measured: it multiplies the merged group, so the reported scale acts
-    expected = average if rules == "paper" else s * average
-    torch.testing.assert_close(g.patch.dense(), expected, rtol=1e-5, atol=1e-6)
-    reported = next(r for r in res.report.groups if r.key == key).retention
-    assert reported["a"] == pytest.approx(
-        float((g.patch.dense() * da["lora_unet_blocks_0_q"]).sum() / da["lora_unet_blocks_0_q"].pow(2).sum()), rel=1e-4)
+    assert 0.5 < s < 0.9  # correlated: E_ref/E applies under both rule sets, no floor
+    g = next(g for g in res.groups if g.key == "diffusion_model.q")
+    plain = (da + db) / 2 if mode == "weighted_average" else da + db
+    # paper: the scale multiplies the inputs: an average divides it out again (inert), a sum keeps it.
+    # measured: it multiplies the merged groups that sum, not an average (which keeps about one
+    # LoRA's energy already). Either way the reason says which merged groups the scale leaves alone.
+    torch.testing.assert_close(g.patch.dense(), plain if mode == "weighted_average" else s * plain, rtol=1e-5, atol=1e-6)
+    reason = res.plan.auto["model"].reason
+    if mode == "weighted_sum":
+        assert "merged group" not in reason
+    elif rules == "paper":
+        assert "no effect on the 1 of 1 merged groups whose strategy is scale invariant" in reason
+    else:
+        assert "applied to the merged groups (measured rules), not to the 1 of 1 " in reason
+    reported = next(r for r in res.report.groups if r.key == "diffusion_model.q").retention
+    assert reported["a"] == pytest.approx(float((g.patch.dense() * da).sum() / da.pow(2).sum()), rel=1e-4)
     # single-LoRA group: applied at its strength times the branch scale
-    k = next(g for g in res.groups if g.key == "diffusion_model.blocks_0_k")
-    torch.testing.assert_close(k.patch.dense(), s * da["lora_unet_blocks_0_k"], rtol=1e-5, atol=1e-6)
+    k = next(g for g in res.groups if g.key == "diffusion_model.k")
+    expected_k = lone["lora_unet_k.lora_up.weight"] @ lone["lora_unet_k.lora_down.weight"]
+    torch.testing.assert_close(k.patch.dense(), s * expected_k, rtol=1e-5, atol=1e-6)
 
 
 def test_retention_of_weighted_sum_of_orthogonal_is_strength_one(tmp_path):
@@ -203,9 +220,10 @@ def test_retention_shows_auto_strength_attenuation(tmp_path):
     t2 = {"lora_unet_x.lora_down.weight": torch.eye(4)[2:], "lora_unet_x.lora_up.weight": torch.eye(4)[:, 2:].contiguous()}
     save_file(t1, tmp_path / "p.safetensors")
     save_file(t2, tmp_path / "q.safetensors")
-    res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum")
+    res = merge([tmp_path / "p.safetensors", tmp_path / "q.safetensors"], arch="unknown", mode="weighted_sum",
+                rules="paper")
     scale = res.plan.scale(False)
-    assert scale == pytest.approx(0.85)  # orthogonal pair: the sd_unet floor
+    assert scale == pytest.approx(0.85)  # orthogonal pair: the sd_unet floor of the paper rules
     assert res.report.groups[0].retention == {"p": pytest.approx(scale), "q": pytest.approx(scale)}
 
 
@@ -291,3 +309,20 @@ def test_cli_dtype_is_validated(loras, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "dtype" in proc.stderr and "float16" in proc.stderr
     assert not list(tmp_path.glob("m.safetensors*")) and not list(tmp_path.glob(".m.safetensors*"))
+
+
+def test_measured_rules_never_scale_near_orthogonal_loras_down(tmp_path):
+    # two exactly orthogonal rank-2 LoRAs: E_ref/E = 1/√2; the paper floors it at the preset's 0.85
+    # (inert on the SLERP it chooses), the measured default sums them at the user's strengths
+    t1 = {"lora_unet_x.lora_down.weight": torch.eye(4)[:2], "lora_unet_x.lora_up.weight": torch.eye(4)[:, :2].contiguous()}
+    t2 = {"lora_unet_x.lora_down.weight": torch.eye(4)[2:], "lora_unet_x.lora_up.weight": torch.eye(4)[:, 2:].contiguous()}
+    save_file(t1, tmp_path / "p.safetensors")
+    save_file(t2, tmp_path / "q.safetensors")
+    files = [tmp_path / "p.safetensors", tmp_path / "q.safetensors"]
+    measured = merge(files, arch="unknown")
+    assert measured.plan.decisions["diffusion_model.x"].strategy == "weighted_sum"
+    assert measured.plan.scale(False) == 1.0 and "floored at 1.0" in measured.plan.auto["model"].reason
+    torch.testing.assert_close(measured.groups[0].patch.dense(), torch.eye(4))
+    paper = merge(files, arch="unknown", rules="paper")
+    assert paper.plan.decisions["diffusion_model.x"].strategy == "slerp"
+    assert paper.plan.scale(False) == pytest.approx(0.85)

@@ -136,8 +136,22 @@ def test_measured_rules_sum_orthogonal_groups_and_keep_the_rest(preset):
     assert measured(low).strategy == go(low, preset).strategy
 
 
+@pytest.mark.parametrize("preset", ALL, ids=lambda p: p.name)
+def test_measured_rules_keep_averaging_orthogonal_text_encoder_groups(preset):
+    orth = stats(cos=0.02, excess=0.0, overlap=0.1)
+    opposing = stats(cos=-0.06, overlap=0.1)
+    for s, paper in ((orth, "slerp"), (opposing, "weighted_average")):
+        te = decide(s.key, s, Metrics.of(s), preset, StrategySet.FULL, Rules.MEASURED, text_encoder=True)
+        assert go(s, preset).strategy == te.strategy == paper
+        assert te.reason.endswith("measured rules: text encoder, kept (a shared embedding: stacking overshoots)")
+        denoiser = decide(s.key, s, Metrics.of(s), preset, StrategySet.FULL, Rules.MEASURED, text_encoder=False)
+        assert denoiser.strategy == "weighted_sum"
+
+
 def test_plan_groups_passes_the_rule_set():
     groups = {s.key: s for s in (stats("x.layers.1.a", cos=0.02, overlap=0.1),)}
     preset = preset_for("sdxl")
     assert plan_groups(groups, preset)["x.layers.1.a"].strategy == "slerp"  # the function's default: paper
     assert plan_groups(groups, preset, rules=Rules.MEASURED)["x.layers.1.a"].strategy == "weighted_sum"
+    te = plan_groups(groups, preset, rules=Rules.MEASURED, text_encoder=lambda key: key.startswith("x."))
+    assert te["x.layers.1.a"].strategy == "slerp"
