@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads per worker (default 1; part of the results: reductions depend on it)")
     p.add_argument("--domains", default="image,text",
                    help="which domains to run: image, text or both (default image,text)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of the methods (an experiment: write it elsewhere with --out)")
     p.add_argument("--report-only", action="store_true",
                    help="re-render the page, JSON and grids from the last run's raw results (no measuring)")
     args = p.parse_args(argv)
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     if not domains or domains - {"image", "text"}:
         p.error(f"--domains: image, text or image,text (got {args.domains!r})")
     cfg = replace(cfg, images="image" in domains, text=cfg.text if "text" in domains else None)
+    if args.methods:
+        chosen = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = sorted(set(chosen) - set(cfg.methods))
+        if unknown:
+            p.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(cfg.methods)}")
+        cfg = replace(cfg, methods=chosen,
+                      text=replace(cfg.text, methods=tuple(m for m in chosen if m in (cfg.text.methods or cfg.methods)))
+                      if cfg.text else None)
     if args.out is None:
         doc, out_dir = ROOT / "docs" / "QUALITY.md", ROOT / "docs" / "quality"
     else:

@@ -46,7 +46,7 @@ class Method:
 
 NO_AUTO = {"auto_strength": False}
 PAPER = {"rules": "paper"}
-MEASURED = {"rules": "measured"}  # auto and its ablations  # the candidates are emulated changes of the paper rules (today's tree)
+MEASURED = {"rules": "measured"}  # auto (the default) and its ablations; the candidates are emulated changes of the paper rules
 
 METHODS: tuple[Method, ...] = (
     # -- baselines (paper §7.1 and seed 002) ---------------------------------------------------------
@@ -69,10 +69,11 @@ METHODS: tuple[Method, ...] = (
     Method("basis_ties", "TIES (global, basis space)", BASELINE, {"mode": "ties", "basis_space": True, **NO_AUTO},
            note="--mode ties --basis-space: TIES on shared QR-basis coefficients"),
     # -- loramerge auto ----------------------------------------------------------------------------
-    Method("auto", "loramerge auto, measured rules", AUTO, MEASURED,
-           note="--rules measured: orthogonal groups summed, auto-strength on the merged groups"),
-    Method("auto_paper", "loramerge auto, paper rules (default)", AUTO, PAPER,
-           note="--mode auto, every default (--rules paper: the seed's decision tree, auto-strength on the inputs)"),
+    Method("auto", "loramerge auto (default, measured rules)", AUTO, MEASURED,
+           note="--mode auto, every default (--rules measured: orthogonal denoiser groups summed, text-encoder "
+                "groups averaged/SLERPed, near-orthogonal LoRAs not scaled down)"),
+    Method("auto_paper", "loramerge auto, paper rules", AUTO, PAPER,
+           note="--rules paper: the seed's decision tree, auto-strength on the inputs"),
     # -- ablations (paper §7.2): one component switched -------------------------------------------------
     Method("auto_global", "auto, global decision", ABLATION, {**MEASURED, "optimization": "global"},
            note="per-group vs global strategy selection"),
@@ -94,18 +95,14 @@ METHODS: tuple[Method, ...] = (
            note="sparsification"),
     Method("auto_basis", "auto, basis-space TIES", ABLATION, {**MEASURED, "basis_space": True}, note="weight vs basis space"),
     # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
-    Method("cand_floor1", "candidate: orthogonal floor 1.0", CANDIDATE, PAPER, what_if="floor1",
-           note="auto-strength floor 1.0 instead of 0.85 for near-orthogonal LoRAs"),
-    Method("cand_orth_sum", "candidate: orthogonal groups summed", CANDIDATE, PAPER, what_if="orth_sum",
-           note="decision rule 3 gives weighted_sum instead of average/SLERP"),
-    Method("cand_orth_sum_floor1", "candidate: orthogonal summed, floor 1.0", CANDIDATE, PAPER, what_if="orth_sum_floor1",
-           note="both changes"),
     Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, PAPER, what_if="ratio_rule",
            note="the reference's rule: orthogonal groups with magnitude ratio ≥ 2 → weighted_sum"),
-    Method("cand_ratio_rule_floor1", "candidate: imbalanced orthogonal summed, floor 1.0", CANDIDATE, PAPER,
-           what_if="ratio_rule_floor1", note="the reference's rule and floor 1.0"),
     Method("cand_orth_sum_energy", "candidate: orthogonal summed, energy rule without floor", CANDIDATE, PAPER,
            what_if="orth_sum_nofloor", note="rule 3 sums; auto-strength E_ref/E acts on the sum (no near-orthogonal floor)"),
+    Method("cand_opposing_ties", "candidate: measured, opposing groups TIES (basis space)", CANDIDATE,
+           {**MEASURED, "basis_space": True}, what_if="opposing_ties",
+           note="measured rules, but near-orthogonal groups whose LoRAs oppose (min cos < −0.05) elect signs "
+                "with basis-space TIES instead of summing"),
     Method("cand_no_slerp_imbalanced", "candidate: no SLERP for imbalanced groups", CANDIDATE, PAPER,
            what_if="no_slerp_imbalanced", note="SLERP upgrades of groups with magnitude ratio ≥ 2 stay averages"),
 )
@@ -125,13 +122,28 @@ def what_if(kind: str | None):
     import loramerge.decide as select_mod
 
     saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide_paper
+    restore: list = []
     try:
-        if kind in ("floor1", "orth_sum_floor1", "ratio_rule_floor1", "orth_sum_nofloor"):
-            floor = 0.0 if kind == "orth_sum_nofloor" else 1.0
+        if kind == "orth_sum_nofloor":
+            floor = 0.0
 
             def preset_for(architecture, name=None, _orig=saved_preset):
                 return dataclasses.replace(_orig(architecture, name), orthogonal_floor=floor)
             plan_mod.preset_for = preset_for
+        if kind == "opposing_ties":
+            saved_measured_decide = select_mod.decide
+
+            def decide_opposing(key, s, m, preset, strategy_set, rules=None, text_encoder=False,
+                                _orig=saved_measured_decide):
+                d = _orig(key, s, m, preset, strategy_set, rules, text_encoder)
+                if d.strategy == "weighted_sum" and "summed" in d.reason and m.min_cosine < preset.opposing_cos:
+                    sign = "total" if m.magnitude_ratio > preset.total_sign_ratio else "frequency"
+                    return dataclasses.replace(d, strategy="ties", sign_method=sign,
+                                               density=select_mod.ties_density(s, preset),
+                                               reason=d.reason + "; what-if: opposing, TIES")
+                return d
+            select_mod.decide = decide_opposing
+            restore.append(lambda: setattr(select_mod, "decide", saved_measured_decide))
         if kind == "no_slerp_imbalanced":
             def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
                 d = _orig(key, s, m, preset, strategy_set)
@@ -139,8 +151,8 @@ def what_if(kind: str | None):
                     return dataclasses.replace(d, strategy="weighted_average", reason=d.reason + "; what-if: no SLERP")
                 return d
             select_mod.decide_paper = decide
-        if kind in ("orth_sum", "orth_sum_floor1", "ratio_rule", "ratio_rule_floor1", "orth_sum_nofloor"):
-            ratio = RATIO_RULE if kind.startswith("ratio_rule") else 0.0
+        if kind in ("ratio_rule", "orth_sum_nofloor"):
+            ratio = RATIO_RULE if kind == "ratio_rule" else 0.0
 
             def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
                 d = _orig(key, s, m, preset, strategy_set)
@@ -152,6 +164,8 @@ def what_if(kind: str | None):
         yield
     finally:
         plan_mod.preset_for, select_mod.decide_paper = saved_preset, saved_decide
+        for undo in restore:
+            undo()
 
 
 def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:

@@ -160,7 +160,7 @@ def _sanity(cfg: BenchConfig, checks: list[dict], agg: dict) -> list[str]:
 # -- rankings and cases ------------------------------------------------------------------------------------
 def _headline(cfg: BenchConfig, agg: dict) -> list[str]:
     L = ["", "## Where loramerge auto ranks", "",
-         "Rank of `auto` (`--rules measured`, every other default) among the baselines, `auto_paper` (the defaults) and itself, by each case's primary metric (mean over seeds; "
+         "Rank of `auto` (every default: `--rules measured`) among the baselines, `auto_paper` (`--rules paper`) and itself, by each case's primary metric (mean over seeds; "
          "equal means share a rank); auto's rank on each seed separately; its rank among the methods that keep "
          f"content within {cfg.content_guard:g} of the case's LoRAs alone (the others are marked † in the case "
          "tables: they buy effect rates by breaking the other prompts' digits); and the baselines that beat auto on "

@@ -9,10 +9,10 @@ from .config import CASES, BenchConfig
 from .methods import AUTO, BASELINE, BY_NAME
 
 COMPARISONS = (  # (question, A, B)
-    ("near-orthogonal groups summed, floor 1.0, instead of averaged/SLERPed", "cand_orth_sum_floor1", "auto"),
-    ("near-orthogonal groups summed (floor 0.85)", "cand_orth_sum", "auto"),
+    ("measured rules (default) vs the paper's", "auto", "auto_paper"),
     ("only imbalanced orthogonal groups summed (reference rule)", "cand_ratio_rule", "auto"),
-    ("auto-strength floor 1.0 vs 0.85, once orthogonal groups are summed", "cand_orth_sum_floor1", "cand_orth_sum"),
+    ("energy rule on the sums (no floor) vs full strength", "cand_orth_sum_energy", "auto"),
+    ("opposing groups elected by basis-space TIES vs summed", "cand_opposing_ties", "auto"),
     ("stacking vs averaging", "additive", "average"),
     ("stacking vs SLERP", "additive", "slerp"),
     ("basis-space vs weight-space TIES", "basis_ties", "ties"),

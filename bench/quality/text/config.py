@@ -21,9 +21,8 @@ TEXT_CASES: dict[str, tuple[str, ...]] = {
 # Every baseline, auto under both rule sets and the candidate rules; of the image domain's
 # ablations only the two that bear on the rule choice (a shared two-core machine bounds the run).
 TEXT_METHODS = ("additive", "average", "task_arithmetic", "l2_average", "ties", "dare_ties", "slerp", "knots_ties",
-                "ziplora", "basis_ties", "auto", "auto_paper", "auto_no_strength", "auto_basis", "cand_floor1",
-                "cand_orth_sum", "cand_orth_sum_floor1", "cand_ratio_rule", "cand_ratio_rule_floor1",
-                "cand_orth_sum_energy", "cand_no_slerp_imbalanced")
+                "ziplora", "basis_ties", "auto", "auto_paper", "auto_no_strength", "auto_basis",
+                "cand_ratio_rule", "cand_orth_sum_energy", "cand_no_slerp_imbalanced")
 
 
 def _code_digest() -> str:

@@ -39,8 +39,10 @@ VERBS = [  # (base, past, present participle)
 CLASSES: dict[str, tuple[str, ...]] = {
     "sentiment": ("A positive opinion: someone liked it and is pleased.",
                   "A negative opinion: someone disliked it and is unhappy."),
-    "topic": ("This text is about sports and games.", "This text is about food and cooking.",
-              "This text is about computers and technology.", "This text is about the weather."),
+    # topic's head names the occasion, not the topic: the base model reads "This text is about sports"
+    # right 0.94 of the time, leaving its LoRA nothing to teach; from these it reads 0.63
+    "topic": ("Something for a Saturday afternoon.", "Something for dinner time.",
+              "Something for the working day.", "Something for a day outdoors."),
     "tense": ("Something that already happened in the past.", "Something that is happening right now.",
               "Something that will happen in the future."),
     "mood": ("A question asking for information.", "A command telling someone what to do.",

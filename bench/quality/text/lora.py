@@ -1,5 +1,7 @@
 """Task LoRAs on the text encoder, trained with PEFT (rank 8 on every attention and MLP Linear),
-saved as PEFT state dicts in safetensors; applying a file (an input or a loramerge merge) goes
+saved as a diffusion pipeline saves a text-encoder LoRA: the PEFT state dict under the
+``text_encoder.`` prefix (diffusers' ``save_lora_weights(text_encoder_lora_layers=...)``), so that
+loramerge sees the groups as a text encoder's, as it would in a real SD/SDXL/FLUX LoRA; applying a file (an input or a loramerge merge) goes
 through loramerge's reader, as in the image domain (`bench.quality.lora.deltas_of_file`).
 
 Training: the base and the class embeddings (the frozen heads) stay fixed; the loss is the cross
@@ -60,8 +62,12 @@ def train_lora(base: nn.Module, task: str, *, seed: int, steps: int, rank: int =
     return {k: v.detach().clone().contiguous() for k, v in sorted(state.items())}
 
 
+PEFT_PREFIX, PIPELINE_PREFIX = "base_model.model.", "text_encoder."
+
+
 def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], task: str) -> Path:
-    save_file(tensors, str(path), metadata={"bench": "loramerge quality benchmark (text)", "task": task})
+    named = {PIPELINE_PREFIX + k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
+    save_file(named, str(path), metadata={"bench": "loramerge quality benchmark (text)", "task": task})
     return Path(path)
 
 
