@@ -27,7 +27,7 @@ def test_pass1_from_factors_equals_materialised(real_fixtures, a, b):
     shared = sorted(set(xa.groups) & set(xb.groups))
     assert len(shared) >= 5
     lowrank_seen = False
-    for key in shared[:40]:
+    for key in shared[:: max(1, len(shared) // 16)]:  # ~16 groups spread over the model
         pa, pb = load_group(xa, table, key), load_group(xb, table, key)
         if pa.dense().dim() == 1:
             continue
@@ -63,13 +63,12 @@ def test_linear_merge_of_fixtures_reproduces_weighted_sum(real_fixtures, tmp_pat
 
 
 @pytest.mark.parametrize("a, b", PAIRS)
-def test_auto_merge_is_deterministic_and_readable(real_fixtures, tmp_path, a, b):
+def test_auto_merge_is_readable(real_fixtures, tmp_path, a, b):
+    # (determinism of this very option set is pinned byte for byte, across processes and thread
+    # counts, by test_golden_outputs' "dare_refine")
     pa, pb = real_fixtures[a].path, real_fixtures[b].path
     r1 = merge([pa, pb], output=tmp_path / "1.safetensors", seed=5, sparsify="dare_conflict", refine="refine",
           dtype="float32")
-    merge([pa, pb], output=tmp_path / "2.safetensors", seed=5, sparsify="dare_conflict", refine="refine",
-          dtype="float32")
-    assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
     back = AdapterFile(tmp_path / "1.safetensors")
     arch = real_fixtures[a].architecture
     assert A.detect([e.parsed.stem for e in back.entries.values()]).architecture == arch

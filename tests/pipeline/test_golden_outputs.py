@@ -53,7 +53,14 @@ OPTIONS: dict[str, dict] = {
     "della_full_rank4": {"sparsify": "della", "refine": "full", "rank": 4},
     "global_no_slerp": {"optimization": "global", "strategy_set": "no_slerp", "rel_error": 0.05},
 }
-CASES = [(a, b, o) for a, b in PAIRS for o in OPTIONS]
+# Readers and engine paths are pinned without their full cross product (each merge of these
+# fixtures is ~800 groups, seconds of CPU): every pair of input formats under the defaults and the
+# plain sum, every option set on two pairs (an SDXL UNet+text encoders pair and FLUX).
+READER_OPTIONS = ("auto", "weighted_sum")
+ENGINE_PAIRS = (PAIRS[0], PAIRS[4])
+CASES = [(a, b, o) for a, b in PAIRS for o in OPTIONS if o in READER_OPTIONS or (a, b) in ENGINE_PAIRS]
+# the paper rules differ from the defaults only where auto mode decides or auto-strength scales
+PAPER_CASES = [(a, b, o) for a, b, o in CASES if (a, b) in ENGINE_PAIRS and o != "weighted_sum"]
 
 
 def tensor_hash(path: Path) -> str:
@@ -90,7 +97,7 @@ def test_merged_tensors_unchanged(real_fixtures, tmp_path, golden, a, b, option)
 
 
 @pytest.mark.skipif(RECORD, reason="recording")
-@pytest.mark.parametrize("a, b, option", CASES, ids=[f"{a}+{b}-{o}" for a, b, o in CASES])
+@pytest.mark.parametrize("a, b, option", PAPER_CASES, ids=[f"{a}+{b}-{o}" for a, b, o in PAPER_CASES])
 def test_paper_rules_reproduce_the_reference(real_fixtures, tmp_path, a, b, option):
     """``rules="paper"`` gives, byte for byte, what the defaults gave before the measured rules."""
     paper = json.loads(GOLDEN_PAPER.read_text())
@@ -115,7 +122,7 @@ def test_bytes_do_not_depend_on_the_thread_count(real_fixtures, tmp_path, golden
     """Groups run side by side on single-threaded ops: any --threads gives the recorded bytes."""
     a, b = PAIRS[0]
     inputs = [f"{real_fixtures[a].path}:0.8", f"{real_fixtures[b].path}:0.6"]
-    for threads in (1, 3):
+    for threads in (3,):  # one thread is the recorded merge itself (test_merged_tensors_unchanged)
         out = tmp_path / f"t{threads}.safetensors"
         with merge(inputs, output=out, seed=7, dtype="float32", threads=threads, **OPTIONS[option]):
             pass
