@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check src comfy_nodes
 .venv/bin/ruff format --check src comfy_nodes
 .venv/bin/mypy
-.venv/bin/python -m pytest -q -n 2 "$@"
+.venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@"

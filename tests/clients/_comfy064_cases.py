@@ -134,13 +134,18 @@ def to_truth_keys(delta: dict[str, torch.Tensor], truth_keys, arch: str) -> dict
     return out
 
 
-def build_merge(case: MergeCase, real_fixtures, bases: dict, work: Path) -> dict:
-    """Merge and save `case`; the worker spec (file, expected ΔW) and the library-side facts."""
+def build_merge(case: MergeCase, real_fixtures, bases: dict, work: Path, memo: dict | None = None) -> dict:
+    """Merge and save `case`; the worker spec (file, expected ΔW) and the library-side facts.
+    `memo`: merges by (inputs, mode, base), so that one merge is written in every format once."""
     from loramerge.api import merge
 
     inputs = [f"{real_fixtures[name].path}:{strength}" for name, strength in case.inputs]
     base = str(bases[case.base]) if case.base else None
-    result = merge(inputs, mode=case.mode, auto_strength=False, seed=0, base=base)
+    memo = {} if memo is None else memo
+    key = (tuple(inputs), case.mode, base)
+    if key not in memo:
+        memo[key] = merge(inputs, mode=case.mode, auto_strength=False, seed=0, base=base)
+    result = memo[key]
     path = work / f"merge.{case.id}.safetensors"
     written = result.save(path, format=case.fmt, dtype=case.dtype)
     back = written_delta(path, case.arch)
@@ -181,7 +186,8 @@ def make_job(work: Path, real_fixtures, converted, base_models) -> dict:
             {"arch": arch, "format": fmt, "lora": str(converted(fx.name, fmt)), "truth": str(truth)} for fmt in FORMATS
         ]
     bases = base_files(base_models, work)
-    merges = [build_merge(case, real_fixtures, bases, work) for case in MERGE_CASES]
+    memo: dict = {}
+    merges = [build_merge(case, real_fixtures, bases, work, memo) for case in MERGE_CASES]
     loras = work / "loras"
     loras.mkdir()
     for name, _, _ in NODE_STACK:

@@ -13,6 +13,9 @@ from safetensors.torch import load_file, save_file
 from ._comfy import assert_loaded_exactly
 from ._common import expected_deltas
 
+# one worker builds this package's ComfyUI SDXL model (scripts/check.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("clients_comfy_sdxl")
+
 KOHYA_SOURCES = ["sdxl_peft_diffusers", "sdxl_lycoris_locon", "sdxl_lycoris_tucker"]
 
 

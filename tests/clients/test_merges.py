@@ -25,6 +25,9 @@ from ._diffusers import (
     load_transformer,
 )
 
+# one worker builds this package's ComfyUI SDXL model (scripts/check.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("clients_comfy_sdxl")
+
 SDXL_PAIR = ("sdxl_peft_diffusers", "sdxl_lycoris_locon")
 FLUX_PAIR = ("flux_peft_diffusers", "lycoris_wrapper")   # PEFT LoRA + LyCORIS full-matrix LoKr / LoCon
 WAN_PAIR = ("wan_peft_diffusers", "wan_i2v_peft_rslora_diffusers")  # a T2V LoRA merged into an I2V one

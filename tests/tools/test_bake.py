@@ -18,6 +18,9 @@ from tests.clients._common import assert_exact, clone_state, compare_weights
 
 from ._models import comfy_key, ldm_state, truth_name
 
+# one worker builds this package's ComfyUI SDXL model (scripts/check.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tools_comfy_sdxl")
+
 
 def scaled(truth: dict[str, torch.Tensor], model: float, te: float) -> dict[str, torch.Tensor]:
     return {k: v * (te if k.startswith("text_encoder") else model) for k, v in truth.items()}

@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 from loramerge.errors import BaseModelMismatchError, LoraMergeError, OutputError
 from loramerge.tools import extract
 
+# one worker builds this package's ComfyUI SDXL model (scripts/check.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tools_comfy_sdxl")
+
 RTOL = 1e-4  # the acceptance bound on ‖extracted − ΔW‖ / ‖ΔW‖ per module
 MAX_RANK = 8  # the fixture's largest rank (down_blocks.1.resnets.0.conv1)
 

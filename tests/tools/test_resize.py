@@ -14,6 +14,9 @@ from loramerge.formats.align import load_group
 from loramerge.inspection import open_and_align
 from loramerge.tools import Criterion, resize
 
+# one worker builds this package's ComfyUI SDXL model (scripts/check.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tools_comfy_sdxl")
+
 
 def deltas(path) -> dict[str, torch.Tensor]:
     """Every group's ΔW of a LoRA file, float64, through loramerge's reader (tested on its own
