@@ -128,6 +128,7 @@ class ContentNotes:
 
     def note_module(self, path: Path, stem: str, patches: dict[str, Patch]) -> None:
         """Error for a ΔW beyond what float32 statistics can square and sum; note a zero ΔW."""
+        zero = True
         for p in patches.values():
             top = _max_abs_bound(p)
             if not top <= MAX_DELTA_ABS:
@@ -138,7 +139,7 @@ class ContentNotes:
                     key=stem,
                     hint="the LoRA is broken (its factors or alpha are corrupt); re-export it",
                 )
-        zero = all(_is_zero(p) for p in patches.values())
+            zero = zero and top == 0.0
         with self._lock:
             self.modules.add(stem)
             if zero:
@@ -166,17 +167,11 @@ class ContentNotes:
 
 
 def _max_abs_bound(p: Patch) -> float:
-    """An upper bound of |ΔW| (exact for dense patches): |scale| · rank · max|up| · max|down|."""
+    """An upper bound of |ΔW| (exact for dense patches): |scale| · rank · max|up| · max|down|; 0 exactly
+    when ΔW is zero (a zero factor or scale), NaN when a value is NaN."""
     if isinstance(p, LowRank):
         if not p.up.numel() or not p.down.numel():
             return 0.0
-        return abs(p.scale) * p.rank * float(p.up.abs().max()) * float(p.down.abs().max())
+        return abs(p.scale) * p.rank * max_abs(p.up) * max_abs(p.down)
     assert isinstance(p, Dense)
-    return float(p.delta.abs().max()) if p.delta.numel() else 0.0
-
-
-def _is_zero(p: Patch) -> bool:
-    if isinstance(p, LowRank):
-        return p.scale == 0 or not bool(p.up.any()) or not bool(p.down.any())
-    assert isinstance(p, Dense)
-    return not bool(p.delta.any())
+    return max_abs(p.delta) if p.delta.numel() else 0.0
