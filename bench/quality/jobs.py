@@ -17,7 +17,7 @@ from .config import CASES, EVALUATOR_SEED, LORAS, BenchConfig, lora_seed
 from .determinism import init_process, isolated_rng, tensor_digest
 from .evaluators import Evaluator, load_evaluator as evaluator_from_state, train_evaluator
 from .lora import apply_deltas, deltas_of_file, save_lora, train_lora
-from .methods import BY_NAME, LAMBDAS, retention, run_method
+from .methods import BY_NAME, LAMBDAS, merge_each, retention, run_method
 from .metrics import compute, prompts
 from .model import Denoiser, load_denoiser, sample, train_base
 from .png import to_uint8
@@ -188,20 +188,12 @@ def job_case(cfg: BenchConfig, cache: Path, seed: int, case: str, lam: float | N
     scorer = _Scorer(cfg, cache, seed, noise_seed(seed))
     rows = {}
     images = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in cfg.methods:
-            method = BY_NAME[name]
-            if not method.applies(len(loras)):
-                continue
-            out = Path(tmp) / f"{name}.safetensors"
-            t = time.perf_counter()
-            summary = run_method(method, paths, out, seed=seed, lam=lam, names=list(loras))
-            merge_s = time.perf_counter() - t
-            rates, samples, merged, digest = scorer.score(out, loras)
-            rows[name] = {"rates": rates, "retention": dict(zip(loras, retention(merged, inputs))),
-                          "merge_seconds": merge_s, "weights_digest": digest[:16],
-                          "lambda": lam if method.strengths == "lambda" else None, **summary}
-            if keep_images:
-                images[name] = grid_images(samples, scorer.labels)
+    for name, method, out, summary, merge_s in merge_each(cfg.methods, paths, list(loras), seed=seed, lam=lam):
+        rates, samples, merged, digest = scorer.score(out, loras)
+        rows[name] = {"rates": rates, "retention": dict(zip(loras, retention(merged, inputs))),
+                      "merge_seconds": merge_s, "weights_digest": digest[:16],
+                      "lambda": lam if method.strengths == "lambda" else None, **summary}
+        if keep_images:
+            images[name] = grid_images(samples, scorer.labels)
     return {"seed": seed, "case": case, "rows": rows, "images": images, "sampling_runs": scorer.sampled,
             "seconds": time.perf_counter() - t0}

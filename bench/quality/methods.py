@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,20 +123,14 @@ def what_if(kind: str | None):
     import loramerge.plan as plan_mod
     import loramerge.decide as select_mod
 
-    saved_preset, saved_decide = plan_mod.preset_for, select_mod.decide_paper
-    restore: list = []
+    saved_preset, saved_decide, saved_rules = plan_mod.preset_for, select_mod.decide_paper, select_mod.decide
     try:
         if kind == "orth_sum_nofloor":
-            floor = 0.0
-
             def preset_for(architecture, name=None, _orig=saved_preset):
-                return dataclasses.replace(_orig(architecture, name), orthogonal_floor=floor)
+                return dataclasses.replace(_orig(architecture, name), orthogonal_floor=0.0)
             plan_mod.preset_for = preset_for
         if kind == "opposing_ties":
-            saved_measured_decide = select_mod.decide
-
-            def decide_opposing(key, s, m, preset, strategy_set, rules=None, text_encoder=False,
-                                _orig=saved_measured_decide):
+            def decide_opposing(key, s, m, preset, strategy_set, rules=None, text_encoder=False, _orig=saved_rules):
                 d = _orig(key, s, m, preset, strategy_set, rules, text_encoder)
                 if d.strategy == "weighted_sum" and "summed" in d.reason and m.min_cosine < preset.opposing_cos:
                     sign = "total" if m.magnitude_ratio > preset.total_sign_ratio else "frequency"
@@ -143,7 +139,6 @@ def what_if(kind: str | None):
                                                reason=d.reason + "; what-if: opposing, TIES")
                 return d
             select_mod.decide = decide_opposing
-            restore.append(lambda: setattr(select_mod, "decide", saved_measured_decide))
         if kind == "no_slerp_imbalanced":
             def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
                 d = _orig(key, s, m, preset, strategy_set)
@@ -163,9 +158,7 @@ def what_if(kind: str | None):
             select_mod.decide_paper = decide
         yield
     finally:
-        plan_mod.preset_for, select_mod.decide_paper = saved_preset, saved_decide
-        for undo in restore:
-            undo()
+        plan_mod.preset_for, select_mod.decide_paper, select_mod.decide = saved_preset, saved_decide, saved_rules
 
 
 def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:
@@ -174,6 +167,20 @@ def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:
     if method.strengths == "lambda":
         return [float(lam if lam is not None else 1.0)] * n
     return [1.0] * n
+
+
+def merge_each(names, paths: list[Path], labels: list[str], *, seed: int, lam: float | None):
+    """Every method of `names` that applies to len(paths) LoRAs, merged in turn into a temporary file
+    (removed afterwards): yields (name, method, merged file, `run_method`'s summary, merge seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            method = BY_NAME[name]
+            if not method.applies(len(paths)):
+                continue
+            out = Path(tmp) / f"{name}.safetensors"
+            t = time.perf_counter()
+            summary = run_method(method, paths, out, seed=seed, lam=lam, names=labels)
+            yield name, method, out, summary, time.perf_counter() - t
 
 
 def run_method(method: Method, paths: list[Path], out: Path, *, seed: int, lam: float | None = None,

@@ -161,13 +161,14 @@ def _auto_strength(inputs: Inputs, analysis: Analysis, preset: Preset) -> dict[s
     for branch in sorted(analysis.norms2):
         te = branch == "text_encoder"
         loras = sorted(analysis.norms2[branch])
-        full_rank = any(s.full_rank for k, s in analysis.stats.items() if inputs.is_text_encoder(k) == te)
         # The measured rules never scale near-orthogonal LoRAs below the user's strengths (the image
         # benchmark's best λ under its content guard is ≥ 1 for N ≤ 4; DECISIONS.md, "Rule sets")
         if cfg.rules is Rules.MEASURED:
             floor = 1.0
+        elif any(s.full_rank for k, s in analysis.stats.items() if inputs.is_text_encoder(k) == te):
+            floor = preset.full_rank_floor
         else:
-            floor = preset.full_rank_floor if full_rank else preset.orthogonal_floor
+            floor = preset.orthogonal_floor
         index = {i: n for n, i in enumerate(loras)}
         auto[branch] = auto_strength(
             [cfg.inputs[i].strength(te) for i in loras],

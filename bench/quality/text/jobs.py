@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from ..determinism import tensor_digest
 from ..lora import deltas_of_file
-from ..methods import BY_NAME, LAMBDAS, retention, run_method
+from ..methods import BY_NAME, LAMBDAS, merge_each, retention, run_method
 from .config import TEXT_CASES, task_seed
 from .data import TASKS, examples
 from .lora import apply_deltas, heads, module_of, save_lora, train_lora
@@ -125,19 +125,12 @@ def job_text_case(cfg, cache: Path, seed: int, case: str, lam: float | None, sin
     scorer = _Scorer(cfg)
     inputs = [scorer.score(p)[1] for p in paths]
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in cfg.text.methods or cfg.methods:
-            method = BY_NAME[name]
-            if not method.applies(len(tasks)):
-                continue
-            out = Path(tmp) / f"{name}.safetensors"
-            t = time.perf_counter()
-            summary = run_method(method, paths, out, seed=seed, lam=lam, names=list(tasks))
-            merge_s = time.perf_counter() - t
-            acc, merged, digest = scorer.score(out)
-            rows[name] = {"accuracy": acc, "normalized": normalized(acc, singles, tasks),
-                          "retention": dict(zip(tasks, retention(merged, inputs))), "merge_seconds": merge_s,
-                          "weights_digest": digest[:16], "lambda": lam if method.strengths == "lambda" else None,
-                          **summary}
+    for name, method, out, summary, merge_s in merge_each(cfg.text.methods or cfg.methods, paths, list(tasks),
+                                                          seed=seed, lam=lam):
+        acc, merged, digest = scorer.score(out)
+        rows[name] = {"accuracy": acc, "normalized": normalized(acc, singles, tasks),
+                      "retention": dict(zip(tasks, retention(merged, inputs))), "merge_seconds": merge_s,
+                      "weights_digest": digest[:16], "lambda": lam if method.strengths == "lambda" else None,
+                      **summary}
     return {"seed": seed, "case": case, "rows": rows, "sampling_runs": scorer.sampled,
             "seconds": time.perf_counter() - t0}
