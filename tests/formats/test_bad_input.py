@@ -140,3 +140,18 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle(tmp_pa
             break
     assert p.read_bytes()[0] == 0x80
     assert set(AdapterFile(p).entries) == {"lora_unet_a"}
+
+
+def test_a_dtype_this_torch_lacks_is_refused_by_name_with_the_fix(tmp_path, monkeypatch):
+    """torch 2.2 (pyproject's floor) has no uint16/32/64: such tensors are refused naming the dtype,
+    the key and the torch to install, not an AttributeError at import."""
+    from loramerge.formats import files
+
+    monkeypatch.delitem(files.SAFETENSORS_DTYPES, "U16")
+    path = tmp_path / "u16.safetensors"
+    with pytest.raises(InputFileError) as err:
+        files._tensor(bytearray(12), "U16", (2, 3), path, "lora_unet_x.lora_down.weight")
+    text = str(err.value)
+    assert "unsupported tensor dtype U16" in text and "lora_unet_x.lora_down.weight" in text
+    assert f"torch {torch.__version__} has no torch.uint16; upgrade torch (>= 2.3)" in text
+    assert files.unsupported_dtype_hint("F4") is None  # not a safetensors dtype: no torch to suggest

@@ -153,31 +153,45 @@ class TensorSource:
         return out
 
 
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
-    "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
-    "U16": torch.uint16,
-    "U32": torch.uint32,
-    "U64": torch.uint64,
+# safetensors dtype name -> torch attribute. The unsigned 16/32/64-bit dtypes arrived in torch 2.3;
+# an older torch (pyproject allows 2.2) simply lacks them and such tensors are refused by name.
+_TORCH_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
 }
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    name: getattr(torch, attr) for name, attr in _TORCH_DTYPE_NAMES.items() if hasattr(torch, attr)
+}
+
+
+def unsupported_dtype_hint(dtype_name: str) -> str | None:
+    """What to do about a dtype this torch cannot hold (None when the name is not a safetensors dtype)."""
+    if dtype_name in _TORCH_DTYPE_NAMES:
+        return f"torch {torch.__version__} has no torch.{_TORCH_DTYPE_NAMES[dtype_name]}; upgrade torch (>= 2.3)"
+    return None
 
 
 def _tensor(raw: bytearray | mmap.mmap, dtype_name: str, shape: tuple[int, ...], path: Path, key: str) -> torch.Tensor:
     dtype = SAFETENSORS_DTYPES.get(dtype_name)
     if dtype is None:
-        raise InputFileError(path, f"unsupported tensor dtype {dtype_name}", key=key)
+        raise InputFileError(
+            path, f"unsupported tensor dtype {dtype_name}", key=key, hint=unsupported_dtype_hint(dtype_name)
+        )
     if not len(raw):
         return torch.empty(list(shape), dtype=dtype)
     flat = torch.frombuffer(raw, dtype=dtype)
