@@ -32,7 +32,7 @@ def make_checkpoint(path: Path, seed: int = 0) -> None:
     """Written tensor by tensor with loramerge's streaming writer (this process stays small)."""
     import torch
 
-    from loramerge.formats.writers import StreamingSafetensors
+    from loramerge.formats.streaming import StreamingSafetensors
     from sdxl_shapes import sdxl_attention_modules
 
     g = torch.Generator().manual_seed(seed)

@@ -11,7 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from loramerge.errors import OutputError
-from loramerge.formats.writers import OutputItem, StreamingSafetensors, tensors_for, write
+from loramerge.formats.streaming import StreamingSafetensors
+from loramerge.formats.writers import OutputItem, tensors_for, write
 from loramerge.spool import PatchStore, StoredPatch, materialize, rank_of
 from loramerge.patches import Dense, LowRank
 from loramerge.architectures.spec import Placement

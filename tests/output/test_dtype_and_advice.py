@@ -17,7 +17,7 @@ from loramerge.api import merge
 from loramerge.convert import convert
 from loramerge.enums import OutputDtype
 from loramerge.formats.files import read_header
-from loramerge.formats.writers import narrowed
+from loramerge.formats.streaming import narrowed
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

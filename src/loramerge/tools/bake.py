@@ -22,7 +22,8 @@ from ..config import MergeConfig
 from ..enums import OutputDtype, Progress
 from ..errors import BaseModelMismatchError, OutputError
 from ..formats.align import load_group
-from ..formats.writers import OutputItem, StreamingSafetensors, check_output, narrowed
+from ..formats.streaming import StreamingSafetensors, narrowed
+from ..formats.writers import OutputItem, check_output
 from ..inputs import file_sha256
 from ..inspection import open_and_align
 from ..patches import Dense, LowRank, Patch
