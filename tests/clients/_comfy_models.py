@@ -40,12 +40,21 @@ from tests.fixtures import (
     tiny_wan_transformer,
     truth_key,
 )
+from tests.fixtures.models import (
+    tiny_hunyuan_video_transformer,
+    tiny_ltx_transformer,
+    tiny_qwen_image_transformer,
+    tiny_zimage_transformer,
+)
 
 from ._common import capture_messages, clone_state, compare_weights
 
-ARCHITECTURES = ("sd15", "sdxl", "flux", "wan")
+ARCHITECTURES = ("sd15", "sdxl", "flux", "wan", "qwen_image", "hunyuan_video", "ltx", "zimage")
 # The supported_models class each architecture needs; a copy without it cannot load that model at all.
-MODEL_CLASS = {"sd15": "SD15", "sdxl": "SDXL", "flux": "Flux", "wan": "WAN21_T2V"}
+# Z-Image: no ComfyUI copy measured here has one (``zimage_probe`` records why 0.3.64's nearest
+# class, Lumina2, cannot stand in for it).
+MODEL_CLASS = {"sd15": "SD15", "sdxl": "SDXL", "flux": "Flux", "wan": "WAN21_T2V", "qwen_image": "QwenImage",
+               "hunyuan_video": "HunyuanVideo", "ltx": "LTXV", "zimage": None}
 
 NOT_LOADED = "lora key not loaded: "
 PATCH_ERRORS = ("ERROR", "SHAPE MISMATCH", "could not patch", "patch type not recognized")
@@ -270,9 +279,191 @@ def _build_wan(comfy) -> ComfyModels:
     return ComfyModels("wan", comfy, model, None, parts)
 
 
+def _load_placed(model, dsd: dict[str, torch.Tensor], place: dict) -> dict[str, list[Part]]:
+    """Load the diffusers state dict `dsd` into ComfyUI's `model` by `place`: diffusers key ->
+    (ComfyUI key, offset, size, fun): the whole weight (offset None, through `fun` if given) or rows
+    [offset, offset + size) of dim 0. Every row of every ``diffusion_model.`` weight must be filled
+    exactly once, shapes must match. Returns the ``parts`` of ComfyModels."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("diffusion_model.")}
+    assert set(place) == set(dsd), (f"unplaced: {sorted(set(dsd) - set(place))[:5]}, "
+                                    f"extra {sorted(set(place) - set(dsd))[:5]}")
+    sd, rows, parts = {}, {}, {}
+    for dkey, (ckey, offset, size, fun) in place.items():
+        assert ckey in own, (dkey, ckey)
+        target = sd.setdefault(ckey, torch.zeros_like(own[ckey]))
+        filled = rows.setdefault(ckey, torch.zeros(own[ckey].shape[0], dtype=torch.int64))
+        value = dsd[dkey] if fun is None else fun(dsd[dkey])
+        if offset is None:
+            assert value.shape == target.shape, (dkey, ckey, value.shape, target.shape)
+            target.copy_(value)
+            filled += 1
+        else:
+            assert value.shape == (size, *target.shape[1:]), (dkey, ckey, value.shape, target.shape)
+            target[offset:offset + size] = value
+            filled[offset:offset + size] += 1
+        truth = _truth_name("transformer", dkey)
+        parts.setdefault(ckey, []).append(Part(truth, offset, size, fun))
+    bad = {k: v.tolist() for k, v in rows.items() if not bool((v == 1).all())}
+    assert not bad, f"rows filled other than once: {sorted(bad)[:5]}"
+    _load_strict(model, sd, "diffusion_model.")
+    return parts
+
+
+def tie_by_storage(native: dict[str, torch.Tensor], converted: dict[str, torch.Tensor]) -> dict:
+    """For a converter that renames and splits (``chunk``/``split`` views) the tensors of `native`:
+    converted key -> (native key, offset, size, None), read from which tensor each result is a
+    view of. A result that is no view of one native tensor (a converter that computes) has no entry."""
+    by_storage: dict[int, list[str]] = {}
+    for k, v in native.items():
+        by_storage.setdefault(v.untyped_storage().data_ptr(), []).append(k)
+    out = {}
+    for ckey, t in converted.items():
+        owners = by_storage.get(t.untyped_storage().data_ptr(), [])
+        if len(owners) != 1:
+            continue
+        n = native[owners[0]]
+        if t.shape == n.shape and t.storage_offset() == n.storage_offset():
+            out[ckey] = (owners[0], None, None, None)
+        else:
+            assert t.shape[1:] == n.shape[1:] and t.stride() == n.stride(), (ckey, owners[0])
+            offset, rem = divmod(t.storage_offset() - n.storage_offset(), n.stride(0))
+            assert rem == 0, (ckey, owners[0])
+            out[ckey] = (owners[0], offset, t.shape[0], None)
+    return out
+
+
+def _build_qwen_image(comfy) -> ComfyModels:
+    dm = tiny_qwen_image_transformer()
+    c = dm.config
+    config = {"image_model": "qwen_image", "patch_size": c.patch_size, "in_channels": c.in_channels,
+              "out_channels": c.out_channels, "num_layers": c.num_layers, "attention_head_dim": c.attention_head_dim,
+              "num_attention_heads": c.num_attention_heads, "joint_attention_dim": c.joint_attention_dim,
+              "axes_dims_rope": tuple(c.axes_dims_rope), "dtype": torch.float32}
+    model = comfy.supported_models.QwenImage(dict(config)).get_model({})
+    # ComfyUI has no diffusers map for Qwen-Image: its model uses diffusers' names (and loads the
+    # released diffusers-named checkpoint as it is); the shape-strict load checks that they fit.
+    dsd = dm.state_dict()
+    parts = _load_placed(model, dsd, {k: ("diffusion_model." + k, None, None, None) for k in dsd})
+    return ComfyModels("qwen_image", comfy, model, None, parts)
+
+
+def _build_ltx(comfy) -> ComfyModels:
+    from diffusers.loaders.single_file_utils import convert_ltx_transformer_checkpoint_to_diffusers
+
+    dm = tiny_ltx_transformer()
+    c = dm.config
+    assert c.in_channels == c.out_channels  # ComfyUI's LTXV has out_channels = in_channels
+    config = {"image_model": "ltxv", "in_channels": c.in_channels, "cross_attention_dim": c.cross_attention_dim,
+              "attention_head_dim": c.attention_head_dim, "num_attention_heads": c.num_attention_heads,
+              "caption_channels": c.caption_channels, "num_layers": c.num_layers, "dtype": torch.float32}
+    model = comfy.supported_models.LTXV(dict(config)).get_model({})
+    # No diffusers map in ComfyUI for LTX; diffusers' converter for the original checkpoint (whose
+    # names ComfyUI's model uses) names ComfyUI's own state dict, as for Wan.
+    native = {k: v for k, v in model.state_dict().items() if k.startswith("diffusion_model.")}
+    converted = convert_ltx_transformer_checkpoint_to_diffusers(
+        {k.replace("diffusion_model.", "model.diffusion_model.", 1): v for k, v in native.items()})
+    place = tie_by_storage(native, converted)
+    return ComfyModels("ltx", comfy, model, None, _load_placed(model, dm.state_dict(), place))
+
+
+# ComfyUI 0.3.64's HunyuanVideo names -> the original checkpoint's (``HunyuanVideo.process_unet_state_dict``
+# renames the original ones on load; `_build_hunyuan_video` checks that it gives each name back).
+_HV_ORIGINAL = (("_mod.lin.", "_mod.linear."), ("_attn.qkv.", "_attn_qkv."), ("_attn.proj.", "_attn_proj."),
+                ("mlp.0.", "mlp.fc1."), ("mlp.2.", "mlp.fc2."), (".modulation.lin.", ".modulation.linear."),
+                ("_attn.norm.query_norm.scale", "_attn_q_norm.weight"),
+                ("_attn.norm.key_norm.scale", "_attn_k_norm.weight"),
+                (".norm.query_norm.scale", ".q_norm.weight"), (".norm.key_norm.scale", ".k_norm.weight"),
+                ("t_embedder.in_layer.", "t_embedder.mlp.0."), ("t_embedder.out_layer.", "t_embedder.mlp.2."),
+                ("c_embedder.in_layer.", "c_embedder.linear_1."), ("c_embedder.out_layer.", "c_embedder.linear_2."),
+                ("time_in.in_layer.", "time_in.mlp.0."), ("time_in.out_layer.", "time_in.mlp.2."),
+                ("guidance_in.in_layer.", "guidance_in.mlp.0."), ("guidance_in.out_layer.", "guidance_in.mlp.2."))
+
+
+def _build_hunyuan_video(comfy) -> ComfyModels:
+    from diffusers.loaders.single_file_utils import convert_hunyuan_video_transformer_to_diffusers
+
+    dm = tiny_hunyuan_video_transformer()
+    c = dm.config
+    assert c.num_refiner_layers == 2  # ComfyUI's token refiner has 2 blocks
+    config = {"image_model": "hunyuan_video", "in_channels": c.in_channels, "out_channels": c.out_channels,
+              "vec_in_dim": c.pooled_projection_dim, "context_in_dim": c.text_embed_dim,
+              "hidden_size": c.num_attention_heads * c.attention_head_dim, "mlp_ratio": c.mlp_ratio,
+              "num_heads": c.num_attention_heads, "depth": c.num_layers, "depth_single_blocks": c.num_single_layers,
+              "axes_dim": list(c.rope_axes_dim), "theta": c.rope_theta,
+              "patch_size": [c.patch_size_t, c.patch_size, c.patch_size], "qkv_bias": True,
+              "guidance_embed": c.guidance_embeds, "byt5": False, "meanflow": False, "dtype": torch.float32}
+    supported = comfy.supported_models.HunyuanVideo(dict(config))
+    model = supported.get_model({})
+    native = {k[len("diffusion_model."):]: v for k, v in model.state_dict().items() if k.startswith("diffusion_model.")}
+    original, comfy_key = {}, {}
+    for k, v in native.items():
+        name = k
+        for comfy_name, original_name in _HV_ORIGINAL:
+            name = name.replace(comfy_name, original_name)
+        original[name], comfy_key[name] = v, "diffusion_model." + k
+    back = supported.process_unet_state_dict(dict(original))
+    assert set(back) == set(native) and all(back[k] is native[k] for k in native), "original names do not round-trip"
+    dsd = dm.state_dict()
+    # ComfyUI runs HunyuanVideo on its FLUX layers: its own diffusers FLUX map places the double and
+    # single blocks, the time/vector/guidance embedders and the final layer (with its scale/shift
+    # swap). The rest (patch embedder, token refiner) by diffusers' converter for the original
+    # checkpoint, without the single blocks (it hard-codes HunyuanVideo's 3072 width there).
+    place = {}
+    for dkey, to in comfy.utils.flux_to_diffusers(config, output_prefix="diffusion_model.").items():
+        if dkey not in dsd:
+            continue
+        if isinstance(to, str):
+            place[dkey] = (to, None, None, None)
+        elif to[1] is None:
+            place[dkey] = (to[0], None, None, to[2])
+        else:
+            assert to[1][0] == 0, to
+            place[dkey] = (to[0], to[1][1], to[1][2], None)
+    place = {k: v for k, v in place.items() if v[0][len("diffusion_model."):] in native}
+    rest = {k: v for k, v in original.items() if not k.startswith("single_blocks.")}
+    converted = tie_by_storage(rest, convert_hunyuan_video_transformer_to_diffusers(dict(rest)))
+    for dkey, (okey, offset, size, _) in converted.items():
+        if dkey not in dsd:
+            continue
+        entry = (comfy_key[okey], offset, size, None)
+        if dkey in place:  # both maps place it: they must agree
+            assert place[dkey] == entry, (dkey, place[dkey], entry)
+        place[dkey] = entry
+    return ComfyModels("hunyuan_video", comfy, model, None, _load_placed(model, dsd, place))
+
+
+def zimage_probe(comfy) -> dict:
+    """Why ComfyUI 0.3.64 cannot hold Z-Image: its model classes (none for Z-Image), and its Lumina2
+    (NextDiT, Z-Image's ancestor) built at the tiny Z-Image's sizes, named by diffusers' Z-Image
+    converter, against the tiny ZImageTransformer2DModel: weights only one side has, shapes that differ."""
+    from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
+
+    dm = tiny_zimage_transformer()
+    c = dm.config
+    dsd = dm.state_dict()
+    hidden = dsd["layers.0.feed_forward.w1.weight"].shape[0]  # diffusers: int(dim / 3 * 8)
+    config = {"image_model": "lumina2", "patch_size": c.all_patch_size[0], "in_channels": c.in_channels,
+              "dim": c.dim, "n_layers": c.n_layers, "n_refiner_layers": c.n_refiner_layers, "n_heads": c.n_heads,
+              "n_kv_heads": c.n_kv_heads, "multiple_of": 1, "ffn_dim_multiplier": hidden / (4 * c.dim),
+              "norm_eps": c.norm_eps, "qk_norm": c.qk_norm, "cap_feat_dim": c.cap_feat_dim,
+              "axes_dims": list(c.axes_dims), "axes_lens": list(c.axes_lens), "dtype": torch.float32}
+    with torch.no_grad():
+        model = comfy.supported_models.Lumina2(dict(config)).get_model({})
+    native = {k[len("diffusion_model."):]: v for k, v in model.state_dict().items() if k.startswith("diffusion_model.")}
+    named = convert_z_image_transformer_checkpoint_to_diffusers(dict(native))
+    return {
+        "classes": [m.__name__ for m in comfy.supported_models.models],
+        "only_comfy": sorted(set(named) - set(dsd)),
+        "only_zimage": sorted(set(dsd) - set(named)),
+        "shapes": {k: [list(named[k].shape), list(dsd[k].shape)] for k in sorted(set(named) & set(dsd))
+                   if named[k].shape != dsd[k].shape},
+        "matching": len([k for k in set(named) & set(dsd) if named[k].shape == dsd[k].shape]),
+    }
+
+
 def supports(comfy, arch: str) -> bool:
     """Whether this ComfyUI copy has a model class for `arch` at all."""
-    return hasattr(comfy.supported_models, MODEL_CLASS[arch])
+    return MODEL_CLASS[arch] is not None and hasattr(comfy.supported_models, MODEL_CLASS[arch])
 
 
 def build(comfy, arch: str) -> ComfyModels:
@@ -283,6 +474,12 @@ def build(comfy, arch: str) -> ComfyModels:
             return _build_flux(comfy)
         if arch == "wan":
             return _build_wan(comfy)
+        if arch == "qwen_image":
+            return _build_qwen_image(comfy)
+        if arch == "ltx":
+            return _build_ltx(comfy)
+        if arch == "hunyuan_video":
+            return _build_hunyuan_video(comfy)
     raise ValueError(arch)
 
 

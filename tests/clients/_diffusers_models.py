@@ -21,7 +21,14 @@ from ._common import capture_messages, clone_state, compare_weights
 from ._diffusers import ADAPTER, UNLOADED_MESSAGES, truth_name
 
 COMPONENTS = {"sd15": ("unet", "text_encoder"), "sdxl": ("unet", "text_encoder", "text_encoder_2"),
-              "flux": ("transformer",), "wan": ("transformer",)}
+              "flux": ("transformer",), "wan": ("transformer",), "qwen_image": ("transformer",),
+              "hunyuan_video": ("transformer",), "ltx": ("transformer",), "zimage": ("transformer",)}
+# The pipelines of the transformer-only architectures, with their tiny transformer (every other
+# component None: load_lora_weights only needs the transformer).
+DIT_PIPELINES = {"qwen_image": ("QwenImagePipeline", "tiny_qwen_image_transformer"),
+                 "hunyuan_video": ("HunyuanVideoPipeline", "tiny_hunyuan_video_transformer"),
+                 "ltx": ("LTXPipeline", "tiny_ltx_transformer"),
+                 "zimage": ("ZImagePipeline", "tiny_zimage_transformer")}
 
 
 def _pipeline(arch: str):
@@ -42,6 +49,16 @@ def _pipeline(arch: str):
     elif arch == "wan":
         models = {"transformer": tiny_wan_transformer()}
         pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=None, **models)
+    elif arch in DIT_PIPELINES:
+        import inspect
+
+        from tests.fixtures import models as tiny
+
+        cls_name, build = DIT_PIPELINES[arch]
+        cls = getattr(diffusers, cls_name)
+        models = {"transformer": getattr(tiny, build)()}
+        others = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "transformer")]
+        pipe = cls(**{p: None for p in others}, **models)
     else:
         raise ValueError(arch)
     return pipe, models

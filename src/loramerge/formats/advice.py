@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 FORMATS = ("kohya", "diffusers", "comfy")
-ARCHITECTURES = ("sd15", "sdxl", "flux", "wan")
+ARCHITECTURES = ("sd15", "sdxl", "flux", "wan", "qwen_image", "hunyuan_video", "ltx", "zimage")
 
 # How much of a file a client loads.
 FULL = "full"  # every patch of the file reaches its weight, exactly; no key left over
@@ -60,7 +60,16 @@ CLIENTS: dict[str, Client] = {
     )
 }
 
-ARCH_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "FLUX", "wan": "Wan"}
+ARCH_LABELS = {
+    "sd15": "SD1.5",
+    "sdxl": "SDXL",
+    "flux": "FLUX",
+    "wan": "Wan",
+    "qwen_image": "Qwen-Image",
+    "hunyuan_video": "HunyuanVideo",
+    "ltx": "LTX-Video",
+    "zimage": "Z-Image",
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,11 @@ _COMFY_SD_PEFT = Cell(
 )
 _OLD_COMFY_NO_PEFT = Cell(NONE, "it predates lora_A/lora_B keys: every key 'lora key not loaded'")
 _OLD_COMFY_NO_COMFY = Cell(NONE, "it predates diffusion_model.* LoRA keys: nothing is patched")
+_DIFFUSERS_HV_ALPHA = Cell(
+    NONE,
+    "its HunyuanVideo converter raises 'chunk expects at least a 1-dimensional tensor' on the alpha of "
+    "the token refiner's fused self_attn_qkv",
+)
 
 # TABLE[client][architecture][format]
 TABLE: dict[str, dict[str, dict[str, Cell]]] = {
@@ -112,6 +126,39 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
             "diffusers": Cell(FULL),
             "comfy": Cell(FULL),
         },
+        "qwen_image": {
+            "kohya": Cell(FULL),
+            "diffusers": Cell(FULL),
+            "comfy": Cell(FULL),
+        },
+        "hunyuan_video": {
+            "kohya": _DIFFUSERS_HV_ALPHA,
+            "diffusers": Cell(FULL),
+            "comfy": _DIFFUSERS_HV_ALPHA,
+        },
+        "ltx": {
+            "kohya": Cell(
+                NONE,
+                "it has no converter for lora_unet_* LTX-Video names: it loads nothing and only logs "
+                "'No LoRA keys associated to LTXVideoTransformer3DModel'",
+            ),
+            "diffusers": Cell(FULL),
+            "comfy": _DIFFUSERS_NO_COMFY,
+        },
+        "zimage": {
+            "kohya": Cell(
+                PARTIAL,
+                "its kohya Z-Image converter turns x_embedder and final_layer into x.embedder and final.layer, "
+                "which match no module: the patch embedder and final-layer patches are dropped",
+                left_out=("all_x_embedder", "all_final_layer"),
+            ),
+            "diffusers": Cell(FULL),
+            "comfy": Cell(
+                NONE,
+                "load_lora_weights raises 'state_dict should be empty at this point': its Z-Image converter "
+                "leaves the attention.out alphas of a diffusion_model.* file over",
+            ),
+        },
     },
     "comfyui_0.3.64": {
         "sd15": {
@@ -134,6 +181,37 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
             "diffusers": Cell(NONE, "it has no map for diffusers' Wan names: every key 'lora key not loaded'"),
             "comfy": Cell(FULL),
         },
+        "qwen_image": {
+            "kohya": Cell(FULL),
+            "diffusers": Cell(FULL),
+            "comfy": Cell(FULL),
+        },
+        "hunyuan_video": {
+            "kohya": Cell(
+                PARTIAL,
+                "it maps lora_unet_* HunyuanVideo names only from its own module names (img_mlp.0, img_mod.lin, "
+                "time_in.in_layer), not the original checkpoint's (img_mlp.fc1, img_mod.linear, time_in.mlp.0) "
+                "that the file uses: the MLP, modulation and timestep-embedder patches are dropped",
+                left_out=("mlp.0", "mlp.2", "mod.lin", "modulation.lin", "in_layer"),
+            ),
+            "diffusers": Cell(
+                NONE,
+                "its transformer.* map for HunyuanVideo takes the original checkpoint's names, not diffusers': "
+                "every key 'lora key not loaded'",
+            ),
+            "comfy": Cell(
+                PARTIAL,
+                "its diffusion_model.* map of HunyuanVideo's original names lacks time_in.mlp.0 and "
+                "txt_in.t_embedder.mlp.0: those timestep-embedder patches are dropped",
+                left_out=("time_in.in_layer", "t_embedder.in_layer"),
+            ),
+        },
+        "ltx": {
+            "kohya": Cell(FULL),
+            "diffusers": Cell(NONE, "it has no map for diffusers' LTX-Video names: every key 'lora key not loaded'"),
+            "comfy": Cell(FULL),
+        },
+        "zimage": {f: Cell(NO_MODEL, "this ComfyUI has no Z-Image model") for f in FORMATS},
     },
     "comfyui_2024": {
         "sd15": {
@@ -148,6 +226,15 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
         },
         "flux": {f: Cell(NO_MODEL, "this ComfyUI has no FLUX model") for f in FORMATS},
         "wan": {f: Cell(NO_MODEL, "this ComfyUI has no Wan model") for f in FORMATS},
+        **{
+            arch: {f: Cell(NO_MODEL, f"this ComfyUI has no {label} model") for f in FORMATS}
+            for arch, label in (
+                ("qwen_image", "Qwen-Image"),
+                ("hunyuan_video", "HunyuanVideo"),
+                ("ltx", "LTX-Video"),
+                ("zimage", "Z-Image"),
+            )
+        },
     },
 }
 
