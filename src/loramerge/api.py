@@ -100,6 +100,7 @@ def tune(
     top: int = 3,
     evaluator: Evaluator | None = None,
     budget: float | None = None,
+    min_gain: float = 0.0,
     memory: str = "auto",
     output: str | Path | None = None,
     overwrite: bool = False,
@@ -108,7 +109,8 @@ def tune(
     **options,
 ) -> TuneResult:
     """The AutoTuner (docs/TUNER.md): sweep the parameter grid, merge the `top` candidates, rank them
-    (by `evaluator` when given, e.g. ``CommandEvaluator("python score.py {merged}")``). Options
+    (by `evaluator` when given, e.g. ``CommandEvaluator("python score.py {merged}")``; another
+    candidate must beat the untuned configuration's score by more than `min_gain`). Options
     given here that the grid sweeps (mode, optimization, sparsify, ...) are pinned, not swept.
     `output`: write the best candidate there; ``keep_best``: keep its merge open in ``result.best``.
 
@@ -124,6 +126,7 @@ def tune(
         top=top,
         evaluator=evaluator,
         budget=budget,
+        min_gain=min_gain,
         memory_mode=memory,
         progress=progress,
         output=output,

@@ -43,6 +43,7 @@ class GroupResult:
     exact: bool
     norm2_inputs: dict[int, float]  # LoRA index -> ‖w_iΔW_i‖²
     norm2_merged: float
+    floor_scale: float = 1.0  # the retention floor's factor on this group (measured rules' averaged groups)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "privateuseone")  # what torch computes on (privateuseone: DirectML)
@@ -126,12 +127,22 @@ def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | 
         gram.matrix = stats.inner_matrix()  # pass 1 measured these very products
     merged: Patch | None = None
     exact = True
+    floor_scale = 1.0
     coefficients: list[float] | None = []
     if g.patches:
         assert decision is not None, f"{key}: no plan for a group with LoRAs to merge"
         merged, exact, coefficients = execute(
             decision, g.patches, weights, gram, cfg.device, group_generator(cfg.seed, key)
         )
+        if plan.retention_floor > 0 and coefficients is not None and strategies.get(decision.strategy).scale_invariant:
+            floor_scale = retention_floor_scale(
+                gram.matrix[: len(coefficients), : len(coefficients)],
+                coefficients,
+                weights,
+                plan.retention_floor,
+                plan.preset.opposing_cos,
+            )
+            post *= floor_scale
         post *= cfg.multiplier  # λ scales the merge itself: scale-invariant strategies ignore the weights
         if post != 1.0:
             merged = merged.scaled(post)
@@ -152,8 +163,62 @@ def _merge_group(inputs: Inputs, plan: MergePlan, key: str, stats: GroupStats | 
     retention = {i: (dots[k] / norms2[k] if norms2[k] > 0 else 0.0) for k, i in enumerate(everyone)}
     out_rank = merged.rank if isinstance(merged, LowRank) else 0
     return GroupResult(
-        key, merged, out_rank, err, retention, exact and err == 0.0, dict(zip(everyone, norms2)), norm2_merged
+        key,
+        merged,
+        out_rank,
+        err,
+        retention,
+        exact and err == 0.0,
+        dict(zip(everyone, norms2)),
+        norm2_merged,
+        floor_scale,
     )
+
+
+def group_retentions(
+    gram: torch.Tensor, coefficients: list[float], weights: list[float]
+) -> tuple[list[float | None], list[float]]:
+    """Per LoRA of M = Σ a_k X_k: retention ⟨M, w_k X_k⟩/‖w_k X_k‖² (None where w_k X_k = 0) and
+    energy ‖w_k X_k‖², from the group's Gram."""
+    a = torch.tensor(coefficients, dtype=torch.float64)
+    ret: list[float | None] = []
+    energy: list[float] = []
+    for k, w in enumerate(weights):
+        g = float(gram[k, k])
+        energy.append(w * w * g)
+        ret.append(float(a @ gram[:, k]) / (w * g) if w != 0 and g > 0 else None)
+    return ret, energy
+
+
+def retention_floor_scale(
+    gram: torch.Tensor, coefficients: list[float], weights: list[float], floor: float, opposing_cos: float
+) -> float:
+    """The factor c ≥ 1 by which an averaged group M = Σ a_k X_k is scaled so that every LoRA keeps at
+    least `floor` of itself (`floor_factor` of its `group_retentions`). Only for LoRAs that compose
+    (`composes`): a group with an opposing pair keeps its average, since scaling up a partial
+    cancellation would restore the stronger LoRA, not the cancelled one."""
+    if not composes(gram, weights, opposing_cos):
+        return 1.0
+    return floor_factor(group_retentions(gram, coefficients, weights)[0], floor)
+
+
+def composes(gram: torch.Tensor, weights: list[float], opposing_cos: float) -> bool:
+    """No pair of the group's LoRAs (zero weight or zero norm left out) has cosine below `opposing_cos`."""
+    live = [k for k, w in enumerate(weights) if w != 0 and float(gram[k, k]) > 0]
+    return not any(
+        float(gram[i, j]) < opposing_cos * math.sqrt(float(gram[i, i]) * float(gram[j, j]))
+        for n, i in enumerate(live)
+        for j in live[n + 1 :]
+    )
+
+
+def floor_factor(retentions: list[float | None], floor: float) -> float:
+    """c = min(floor / min_k ret_k, 1 / max_k ret_k), at least 1: every LoRA lifted to `floor` without
+    any going past 1 (its user strength); 1 where a LoRA is cancelled (ret ≤ 0) or all keep `floor`."""
+    live = [r for r in retentions if r is not None]
+    if not live or min(live) <= 0 or min(live) >= floor:
+        return 1.0
+    return max(1.0, min(floor / min(live), 1.0 / max(live)))
 
 
 def execute(

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from . import strategies
@@ -20,10 +21,12 @@ from .decide import GroupDecision, plan_groups
 from .energy import AutoStrength, auto_strength
 from .enums import Optimization, RefineLevel, Rules, Sparsifier
 from .errors import OptionError
-from .presets import Preset, preset_for
+from .presets import MERGE_RETENTION_FLOOR, Preset, preset_for
 from .strategies import SignMethod, SparsifyParams, TiesParams
 
 if TYPE_CHECKING:
+    import torch
+
     from .analysis.pass1 import Analysis
     from .inputs import Inputs
 
@@ -48,6 +51,7 @@ class MergePlan:
     rel_error: float | None = None
     suggested_max_strength: float | None = None  # set from the merge results (`with_results`)
     scale_after: bool = False  # auto-strength multiplies each merged group (measured rules), not the inputs
+    retention_floor: float = 0.0  # auto's averaged groups are scaled up until every LoRA keeps this (measured rules)
 
     def scale(self, text_encoder: bool) -> float:
         branch = self.auto.get("text_encoder" if text_encoder else "model")
@@ -72,6 +76,7 @@ class MergePlan:
             "rel_error": self.rel_error,
             "suggested_max_strength": self.suggested_max_strength,
             "scale_after": self.scale_after,
+            "retention_floor": self.retention_floor,
             "decisions": {k: d.to_dict() for k, d in self.decisions.items()},
         }
 
@@ -99,7 +104,84 @@ def make_plan(inputs: Inputs, analysis: Analysis) -> MergePlan:
     auto = _auto_strength(inputs, analysis, preset) if cfg.auto_strength else {}
     scale_after = cfg.rules is Rules.MEASURED
     auto = {b: _inert_note(a, b, resolved, inputs, after=scale_after) for b, a in auto.items()}
-    return MergePlan(inputs.architecture, preset, resolved, auto, cfg.rank, cfg.rel_error, scale_after=scale_after)
+    floor = 0.0
+    if scale_after and cfg.mode == "auto":  # a forced average stays one
+        floor = retention_target(inputs, analysis, resolved, MERGE_RETENTION_FLOOR, preset.opposing_cos)
+    return MergePlan(
+        inputs.architecture,
+        preset,
+        resolved,
+        auto,
+        cfg.rank,
+        cfg.rel_error,
+        scale_after=scale_after,
+        retention_floor=floor,
+    )
+
+
+RETENTION_SPARE = 1e-3  # the whole-merge target's margin: the output dtype rounds the merge (fp16: ~1e-6 here)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def retention_target(
+    inputs: Inputs, analysis: Analysis, decisions: dict[str, GroupDecision], floor: float, opposing_cos: float
+) -> float:
+    """The per-group retention target t ≥ `floor` of the retention floor (engine.retention_floor_scale):
+    the smallest t for which every LoRA keeps ≥ `floor` of itself over the whole merge, energy-weighted
+    as the report counts it, where the groups whose LoRAs oppose keep their plain average (1/N each)
+    and pull a LoRA's whole-merge figure down. Estimated at plan time, exactly, from pass 1's Grams over
+    the groups whose merge is a known combination Σ a_k X_k (single-LoRA groups count 1); dense
+    strategies are left out of the estimate. The whole-merge goal has `RETENTION_SPARE` to spare;
+    `floor` itself where no t ≤ 1 reaches it."""
+    from .engine import composes, floor_factor, group_retentions
+
+    fixed_num: dict[int, float] = {}  # what the lift does not change: single-LoRA and non-lifted groups
+    den: dict[int, float] = {}
+    lifted: list[tuple[list[int], list[float | None], list[float]]] = []  # loras, ret_k, energy_k
+    for key, s in analysis.stats.items():
+        weights = [inputs.cfg.inputs[i].strength(inputs.is_text_encoder(key)) for i in s.loras]
+        ret: list[float | None]
+        if s.n == 1:  # a single LoRA is kept whole
+            ret, energy, lift = [1.0], [weights[0] ** 2 * s.norms2[0]], False
+        else:
+            d = decisions.get(key)
+            strategy = strategies.get(d.strategy) if d else None
+            if d is None or strategy is None or strategy.coefficients is None or d.path != "exact":
+                continue
+            gram = s.inner_matrix()
+            coefficients = strategy.coefficients(weights, partial(_same, gram), d.params)
+            ret, energy = group_retentions(gram, coefficients, weights)
+            lift = strategy.scale_invariant and composes(gram, weights, opposing_cos)
+        if lift:
+            lifted.append((list(s.loras), ret, energy))
+        for i, r, e in zip(s.loras, ret, energy):
+            if r is not None and e > 0:
+                den[i] = den.get(i, 0.0) + e
+                if not lift:
+                    fixed_num[i] = fixed_num.get(i, 0.0) + r * e
+    if not lifted:
+        return floor
+
+    def worst(t: float) -> float:
+        num = dict(fixed_num)
+        for loras, ret, energy in lifted:
+            c = floor_factor(ret, t)
+            for i, r, e in zip(loras, ret, energy):
+                if r is not None and e > 0:
+                    num[i] = num.get(i, 0.0) + c * r * e
+        return min(num.get(i, 0.0) / den[i] for i in den)
+
+    goal = floor + RETENTION_SPARE
+    if worst(floor) >= goal or worst(1.0) < goal:
+        return floor
+    low, high = floor, 1.0
+    for _ in range(40):  # bisection: worst(t) does not decrease as t grows
+        mid = (low + high) / 2
+        low, high = (mid, high) if worst(mid) < goal else (low, mid)
+    return high
 
 
 def check_forced_mode(inputs: Inputs) -> None:

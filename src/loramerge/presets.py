@@ -7,6 +7,11 @@ from dataclasses import dataclass, replace
 from .enums import UNKNOWN_ARCH
 from .errors import UnknownNameError
 
+MERGE_RETENTION_FLOOR = 0.5
+"""A LoRA keeping less than this of itself over a merge (energy-weighted ⟨M, w_iΔW_i⟩/‖w_iΔW_i‖²) is
+lost: the report warns, the tuner ranks such a candidate last, and under the measured rules auto's
+averaged groups are scaled up until every LoRA keeps at least this much (engine, DECISIONS.md)."""
+
 
 @dataclass(frozen=True)
 class Preset:

@@ -33,7 +33,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_autotuner_applies_its_best_candidate(pack, host, tuned):
     model, clip, report, data = tuned
-    assert data["merged"] == 2 and data["candidates"][0]["phase2"] is not None
+    assert data["merged"] == 3 and data["candidates"][0]["phase2"] is not None  # the top 2 and the untuned one
+    assert sum(bool(c.get("untuned")) for c in data["candidates"]) == 1
     assert "AutoTuner:" in report and data["candidates"][0]["label"] in report
     best = pack.tuner_nodes.MergeSelector().select(host.model, data, 1, 1.0, 1.0, clip=host.clip)
     assert _same(host.weights(model, clip), host.weights(best[0], best[1]))

@@ -89,16 +89,25 @@ def test_failing_evaluators_are_reported_and_the_sweep_goes_on(tmp_path):
     result = tune(STACK, top=1, evaluator=CommandEvaluator(command, timeout=3), memory="off", **FAST)
     rows = result.candidates
     merged = [r for r in rows if r["phase2"] is not None]
-    assert [r["parameters"]["multiplier"] for r in merged] == [1.25, 1.0, 0.5, 0.75, 1.5]
-    assert [r["evaluation"]["scalar"] for r in merged[:2]] == [0.0, -0.25]
+    # the best setting by phase 1 and the untuned one (λ = 1: the defaults), each at every λ
+    assert [r["parameters"]["multiplier"] for r in merged] == [1.25, 1.25, 1.0, 1.0, 1.5, 0.75, 0.5, 0.5, 0.75, 1.5]
+    assert [r["evaluation"]["scalar"] for r in merged[:4]] == [0.0, 0.0, -0.25, -0.25]
+    untuned = [r for r in merged if r["untuned"]]
+    assert [r["id"] for r in untuned] == [result.data["untuned"]] and untuned[0]["parameters"]["multiplier"] == 1.0
     errors = result.data["errors"]
-    assert len(errors) == 3 and all(command in e and "candidate" in e for e in errors)
-    assert "exited with status 1" in errors[0] and "still running after 3 s" in errors[1]
-    assert "printed no JSON" in errors[2]
+    assert len(errors) == 6 and all(command in e and "candidate" in e for e in errors)
+    assert sum("exited with status 1" in e for e in errors) == 2
+    assert sum("still running after 3 s" in e for e in errors) == 2
+    assert sum("printed no JSON" in e for e in errors) == 2
     best = result.config(1)
     assert best.multiplier == 1.25 and [i.strength_model for i in best.inputs] == [0.8, 1.0, 0.7]
     # λ scales the merge: retention against the user's strengths grows with it, the relative one does not
-    assert merged[0]["retention"] == pytest.approx(merged[1]["retention"])
+    def setting(r):
+        return sorted((k, v) for k, v in r["parameters"].items() if k != "multiplier")
+
+    same = [r for r in merged if setting(r) == setting(merged[0])]
+    assert [r["parameters"]["multiplier"] for r in same[:2]] == [1.25, 1.0]
+    assert same[0]["retention"] == pytest.approx(same[1]["retention"])
 
 
 class Flaky:
@@ -122,12 +131,63 @@ class Flaky:
 def test_a_python_evaluator_that_raises_is_reported_and_the_sweep_goes_on():
     result = tune(STACK, top=2, evaluator=Flaky(), memory="off", multiplier=1.0, **FAST)
     rows = [r for r in result.candidates if r["phase2"] is not None]
-    assert len(rows) == 2
-    assert rows[0]["evaluation"] == {"scores": {"score": 0.5, "other": 2.0}, "scalar": 0.5}
-    assert rows[1]["evaluation"] is None  # the failed one ranks after the scored one
+    assert len(rows) == 3  # the top two and the untuned configuration
+    assert rows[0]["evaluation"] == rows[1]["evaluation"] == {"scores": {"score": 0.5, "other": 2.0}, "scalar": 0.5}
+    assert rows[2]["evaluation"] is None  # the failed one ranks after the scored ones
     assert result.data["errors"] == [
-        f"evaluator flaky on candidate 1 ({rows[1]['label']}) failed: RuntimeError('GPU fell off')"
+        f"evaluator flaky on candidate 1 ({rows[2]['label']}) failed: RuntimeError('GPU fell off')"
     ]
+
+
+def test_the_untuned_configuration_is_always_merged_and_marked():
+    """Whatever its phase-1 score, the merge the options give without tuning is measured, so the
+    ranking shows what tuning gained (here the defaults score below weighted_average in phase 1 and
+    above it in phase 2)."""
+    result = tune(STACK, top=1, memory="off", **FAST)
+    merged = [r for r in result.candidates if r["phase2"] is not None]
+    assert len(merged) == 2 and result.data["merged"] == 2
+    untuned = next(r for r in merged if r["untuned"])
+    other = next(r for r in merged if not r["untuned"])
+    assert untuned["id"] == result.data["untuned"] and untuned["parameters"]["mode"] == "auto"
+    assert untuned["phase1"]["score"] < other["phase1"]["score"] and untuned["rank"] == 1
+    # its phase-2 retention is the report's of a plain merge with the same options
+    plain = merge(STACK, **FAST)
+    try:
+        assert untuned["retention"] == {lo.name: lo.retention for lo in plain.report.loras if not lo.preserve}
+    finally:
+        plain.close()
+    # a merge that the top setting already is adds nothing
+    assert tune(STACK, top=1, memory="off", mode="weighted_average", **FAST).data["merged"] == 1
+
+
+class ByMultiplier:
+    """Scores a candidate by its λ alone: 0.5 at λ = 1, 0.504 at λ = 1.25 (a gain within its noise)."""
+
+    name = "by-multiplier"
+
+    def score(self, merged_path, context):
+        lam = context.options["multiplier"]
+        return {"score": 0.504 if lam == 1.25 else 0.5 - abs(lam - 1.0) / 10}
+
+    def scalar(self, scores):
+        return scores["score"]
+
+
+def test_min_gain_keeps_the_untuned_configuration_unless_beaten_by_more():
+    kw = {"top": 1, "evaluator": ByMultiplier(), "memory": "off", **FAST}
+    greedy = tune(STACK, **kw)
+    assert greedy.candidates[0]["parameters"]["multiplier"] == 1.25 and greedy.data["min_gain"] == 0.0
+    careful = tune(STACK, min_gain=0.01, **kw)
+    best = careful.candidates[0]
+    assert best["untuned"] and best["id"] == careful.data["untuned"] and best["evaluation"]["scalar"] == 0.5
+    assert careful.candidates[1]["parameters"]["multiplier"] == 1.25  # the best of the rest comes next
+    assert careful.data["min_gain"] == 0.01
+    # a gain above the margin wins again
+    assert tune(STACK, min_gain=0.003, **kw).candidates[0]["parameters"]["multiplier"] == 1.25
+    from loramerge.errors import OptionError
+
+    with pytest.raises(OptionError, match="--min-gain must be a finite number >= 0"):
+        tune(STACK, min_gain=float("inf"), **kw)
 
 
 def test_budget_stops_phase_two_and_says_so():
@@ -160,7 +220,8 @@ def test_cli_tune_and_merge_selector(tmp_path):
         "tune", *STACK, "--top", "2", "--refine", "none", "--tuner-data", data, "--memory", "off", "--rows", "3"
     )
     assert proc.returncode == 0, proc.stderr
-    assert "AutoTuner:" in proc.stdout and "2 merged" in proc.stdout
+    assert "AutoTuner:" in proc.stdout and "3 merged" in proc.stdout  # the top 2 and the untuned one
+    assert "(untuned)" in proc.stdout
     loaded = tuner_data.load(data)
     proc = _cli("merge", "--tuner-data", data, "--select", "2", "-o", tmp_path / "two.safetensors", "-q")
     assert proc.returncode == 0, proc.stderr

@@ -32,7 +32,9 @@ def render_table(data: dict[str, Any], console: Console, *, rows: int = 10, repl
         p2 = c["phase2"] or {}
         cells = [
             str(c["rank"]),
-            escape(c["label"]) + (" [red](loses a LoRA)[/red]" if c["loses_a_lora"] else ""),
+            escape(c["label"])
+            + (" [dim](untuned)[/dim]" if c.get("untuned") else "")
+            + (" [red](loses a LoRA)[/red]" if c["loses_a_lora"] else ""),
             _num(c["phase1"]["score"]),
             _num(p2.get("score")),
             _num(p2.get("effective_rank")),
@@ -43,6 +45,10 @@ def render_table(data: dict[str, Any], console: Console, *, rows: int = 10, repl
             cells.append("[red]error[/red]" if c["error"] else _num(ev["scalar"] if ev else None, 4))
         table.add_row(*cells)
     console.print(table)
+    untuned = next((c for c in data["candidates"] if c.get("untuned")), None)
+    if untuned is not None and untuned["rank"] > rows:
+        label = escape(untuned["label"])
+        console.print(f"the untuned configuration ({label}) ranks #{untuned['rank']}", highlight=False)
     for note in data.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     for error in data.get("errors", []):

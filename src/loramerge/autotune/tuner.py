@@ -15,7 +15,7 @@ from typing import Any
 from ..analysis.pass1 import Analysis, pass1
 from ..config import MergeConfig
 from ..enums import Progress, TunerMemory
-from ..errors import EvaluatorError
+from ..errors import EvaluatorError, OptionError
 from ..formats.writers import check_output
 from ..inputs import Inputs, file_sha256, open_inputs
 from ..pipeline import MergeResult, run, threads_of
@@ -79,6 +79,7 @@ def tune(
     top: int = 3,
     evaluator: Evaluator | None = None,
     budget: float | None = None,
+    min_gain: float = 0.0,
     memory_mode: TunerMemory | str = TunerMemory.AUTO,
     progress: Progress | None = None,
     output: str | Path | None = None,
@@ -97,7 +98,9 @@ def tune(
     preset = preset_for(inputs.architecture, cfg.preset)
     grid = make_grid(preset, pinned, evaluator=evaluator is not None)
     hashes = {i: file_sha256(inp.path) for i, inp in enumerate(cfg.inputs)}
-    key = memory.key_of(_fingerprint(cfg, hashes, grid.to_json(), top, evaluator))
+    if not (min_gain >= 0 and math.isfinite(min_gain)):
+        raise OptionError(f"--min-gain must be a finite number >= 0, got {min_gain}")
+    key = memory.key_of(_fingerprint(cfg, hashes, grid.to_json(), top, evaluator, min_gain))
     stored = memory.recall(key, mode)
     if stored is not None:
         result = TuneResult(stored, replayed=True, notes=["replayed from memory: " + str(memory.folder())])
@@ -107,7 +110,8 @@ def tune(
     candidates = list(grid.candidates())
     scored = score_grid(inputs, analysis, preset, candidates)
     ranked, same_as = unique(scored)
-    chosen = _phase2_set(ranked, top)
+    baseline = baseline_index(cfg, scored, same_as)
+    chosen = _phase2_set(ranked, top, baseline)
     notes: list[str] = []
     with DiffCache(ram_budget) as cache, tempfile.TemporaryDirectory(prefix="loramerge-tune.") as tmp:
         state = _Run(inputs, analysis, hashes, cache, evaluator, Path(tmp))
@@ -122,8 +126,9 @@ def tune(
                 progress("tune", s.candidate.label(), n, len(chosen))
             with single_threaded_ops():
                 state.phase2[s.index] = _measure(state, s, n + 1)
-        order = _rank(ranked, state.phase2, evaluator is not None)
-        data = _data(cfg, inputs, grid.to_json(), scored, order, same_as, state.phase2, evaluator, notes, top)
+        order = _rank(ranked, state.phase2, evaluator is not None, baseline, min_gain)
+        data = _data(cfg, inputs, grid.to_json(), scored, order, same_as, state.phase2, evaluator, notes, top, baseline)
+        data["min_gain"] = min_gain
         best = None
         if (output is not None or keep_best) and order[0].index in state.phase2:
             best = _assemble(state, order[0])
@@ -133,13 +138,25 @@ def tune(
         return _finish(result, best, output, overwrite, keep_best)
 
 
-def _phase2_set(ranked: list[Scored], top: int) -> list[Scored]:
-    """The top `top` distinct configurations by phase-1 score, each at every λ of the grid."""
+def baseline_index(cfg: MergeConfig, scored: list[Scored], same_as: dict[int, int]) -> int | None:
+    """The grid index of the merge `cfg` itself gives (what ``loramerge merge`` does with the same
+    options, λ = 1), or of the candidate it merges like; None when the grid does not hold it."""
+    for s in scored:  # the candidate's options are typed MergeConfig values: compared as they are
+        if all(getattr(cfg, name) == value for name, value in s.candidate.options):
+            return same_as.get(s.index, s.index)
+    return None
+
+
+def _phase2_set(ranked: list[Scored], top: int, baseline: int | None = None) -> list[Scored]:
+    """The top `top` distinct configurations by phase-1 score, each at every λ of the grid; and the
+    untuned configuration (`baseline`) whatever its score, so that the sweep is measured against
+    what not tuning gives."""
     settings: list[tuple] = []
     for s in ranked:
         if s.candidate.setting not in settings:
             settings.append(s.candidate.setting)
     wanted = set(settings[:top])
+    wanted |= {s.candidate.setting for s in ranked if s.index == baseline}
     return [s for s in ranked if s.candidate.setting in wanted]
 
 
@@ -184,14 +201,24 @@ def _evaluate(evaluator: Evaluator, path: Path, context: EvalContext) -> dict[st
     return {"scores": scores, "scalar": scalar}
 
 
-def _rank(ranked: list[Scored], phase2: dict[int, dict[str, Any]], evaluated: bool) -> list[Scored]:
+def _rank(
+    ranked: list[Scored],
+    phase2: dict[int, dict[str, Any]],
+    evaluated: bool,
+    untuned: int | None = None,
+    min_gain: float = 0.0,
+) -> list[Scored]:
     """Merged before not merged; a candidate that loses a LoRA after every other; then the
-    evaluator's scalar (when there is one), the phase-2 score, the phase-1 score, the grid order."""
+    evaluator's scalar (when there is one; the untuned configuration's counts `min_gain` more, so
+    that another candidate must beat it by more than that: an evaluator's noise is no gain), the
+    phase-2 score, the phase-1 score, the grid order."""
 
     def key(s: Scored):
         p = phase2.get(s.index)
         metrics = p["metrics"] if p else None
         scalar = p["evaluation"]["scalar"] if p and p["evaluation"] else None
+        if scalar is not None and s.index == untuned:
+            scalar += min_gain
         return (
             scoring.loses_a_lora(metrics),
             p is None,
@@ -205,7 +232,7 @@ def _rank(ranked: list[Scored], phase2: dict[int, dict[str, Any]], evaluated: bo
     return sorted(ranked, key=key)
 
 
-def _data(cfg, inputs, grid, scored, order, same_as, phase2, evaluator, notes, top) -> dict[str, Any]:
+def _data(cfg, inputs, grid, scored, order, same_as, phase2, evaluator, notes, top, baseline) -> dict[str, Any]:
     by_index = {s.index: s for s in scored}
     rows = []
     for place, s in enumerate(order + [by_index[i] for i in sorted(same_as)], start=1):
@@ -224,6 +251,7 @@ def _data(cfg, inputs, grid, scored, order, same_as, phase2, evaluator, notes, t
                 "error": None if p is None else p["error"],
                 "loses_a_lora": scoring.loses_a_lora(p["metrics"] if p else None),
                 "same_as": same_as.get(s.index),
+                "untuned": s.index == baseline,
             }
         )
     return {
@@ -237,6 +265,7 @@ def _data(cfg, inputs, grid, scored, order, same_as, phase2, evaluator, notes, t
         "grid_size": len(scored),
         "unique": len(scored) - len(same_as),
         "top": top,
+        "untuned": baseline,
         "merged": len(phase2),
         "evaluator": None if evaluator is None else evaluator.name,
         "notes": notes,
@@ -245,7 +274,9 @@ def _data(cfg, inputs, grid, scored, order, same_as, phase2, evaluator, notes, t
     }
 
 
-def _fingerprint(cfg: MergeConfig, hashes: dict[int, str], grid: dict, top: int, evaluator: Evaluator | None) -> dict:
+def _fingerprint(
+    cfg: MergeConfig, hashes: dict[int, str], grid: dict, top: int, evaluator: Evaluator | None, min_gain: float = 0.0
+) -> dict:
     dumped = cfg.model_dump(mode="json")
     for i, inp in enumerate(dumped["inputs"]):
         inp["path"] = hashes[i]  # the content, not the name: a renamed file is the same stack
@@ -255,6 +286,7 @@ def _fingerprint(cfg: MergeConfig, hashes: dict[int, str], grid: dict, top: int,
         "grid": grid,
         "top": top,
         "evaluator": None if evaluator is None else evaluator.name,
+        **({"min_gain": min_gain} if min_gain else {}),  # 0: the key of sweeps stored before it existed
         "version": __version__,
         "tuner": tuner_data.TUNER_DATA_VERSION,
     }

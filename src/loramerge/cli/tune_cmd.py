@@ -35,6 +35,15 @@ def tune(
     budget: Annotated[
         Optional[float], typer.Option("--budget", min=0, help="Seconds after which phase 2 stops (it says so).")
     ] = None,
+    min_gain: Annotated[
+        float,
+        typer.Option(
+            "--min-gain",
+            min=0,
+            help="With --evaluate: another candidate must beat the untuned configuration's score by more than "
+            "this (your evaluator's noise).",
+        ),
+    ] = 0.0,
     memory: Annotated[
         TunerMemory, typer.Option("--memory", help="Replay and store results of earlier sweeps of the same stack.")
     ] = TunerMemory.AUTO,
@@ -63,6 +72,7 @@ def tune(
             top=top,
             evaluator=evaluator,
             budget=budget,
+            min_gain=min_gain,
             memory_mode=memory,
             progress=progress,
             output=out,

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..presets import MERGE_RETENTION_FLOOR
 from ..version import TOOL_NAME, __version__
 from .model import AutoStrengthDetail, Detection, GroupRow, LoraSummary, PairSummary, Report
 
@@ -40,7 +41,10 @@ def build_report(
     ret_den: dict[int, float] = defaultdict(float)
     touched: dict[int, int] = defaultdict(int)
     by_key = {r.key: r for r in results or ()}
-    groups = [_group_row(k, by_key.get(k), analysis.stats.get(k), plan.decisions.get(k), labels) for k in inputs.keys]
+    floor = plan.retention_floor
+    groups = [
+        _group_row(k, by_key.get(k), analysis.stats.get(k), plan.decisions.get(k), labels, floor) for k in inputs.keys
+    ]
     for r in results or ():
         for i, value in r.retention.items():
             ret_num[i] += value * r.norm2_inputs[i]
@@ -95,7 +99,12 @@ def build_report(
 
 
 def _group_row(
-    key: str, r: GroupResult | None, s: GroupStats | None, d: GroupDecision | None, labels: list[str]
+    key: str,
+    r: GroupResult | None,
+    s: GroupStats | None,
+    d: GroupDecision | None,
+    labels: list[str],
+    floor: float = MERGE_RETENTION_FLOOR,
 ) -> GroupRow:
     multi = s is not None and s.n > 1
     signs = multi and s is not None and s.signs_measured
@@ -121,8 +130,13 @@ def _group_row(
         rank=r.rank if r else None,
         compression_error=_num(r.rel_error) if r else None,
         exact=r.exact if r else None,
-        reason=d.reason if d else "",
+        reason=(d.reason if d else "") + (_floor_note(r.floor_scale, floor) if r and r.floor_scale != 1.0 else ""),
     )
+
+
+def _floor_note(scale: float, target: float) -> str:
+    whole = f"; {MERGE_RETENTION_FLOOR:g} over the whole merge" if target > MERGE_RETENTION_FLOOR else ""
+    return f"; scaled ×{scale:.3g} so that every LoRA keeps ≥ {target:.3g} of itself here{whole} (retention floor)"
 
 
 def _pairs(analysis: Analysis, labels: list[str]) -> list[PairSummary]:
@@ -140,7 +154,7 @@ def _pairs(analysis: Analysis, labels: list[str]) -> list[PairSummary]:
 
 
 GROUP_RETENTION_WARNING = 0.3  # a LoRA keeping less than this of itself in a group is "lost" there
-MERGE_RETENTION_WARNING = 0.5  # ... and over the whole merge (energy-weighted)
+MERGE_RETENTION_WARNING = MERGE_RETENTION_FLOOR  # ... and over the whole merge (energy-weighted)
 
 
 def _warnings(inputs: Inputs, pairs: list[PairSummary], loras: list[LoraSummary], groups: list[GroupRow]) -> list[str]:
