@@ -91,5 +91,5 @@ SMOKE = replace(
                                                                         beta_start=2e-3, beta_end=0.3),
     base_steps=40, base_batch=64, lora_steps=15, evaluator_steps=30, per_subject_prompt=8, per_other_prompt=1,
     cases=("subject+style", "style+thin"), methods=("additive", "average", "task_arithmetic", "knots_ties", "auto",
-                                                    "auto_paper"),
+                                                    "auto_paper", "tune", "tune_eval"),
     assert_sanity=False, text=TEXT_SMOKE)

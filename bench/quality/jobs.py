@@ -151,6 +151,40 @@ class _Scorer:
         return compute(self.ev, samples, self.labels, intended), samples, deltas, key
 
 
+def evaluator_noise(seed: int) -> int:
+    """The sampling noise of `TuneEvaluator`: never the noise of a reported number (`noise_seed`)."""
+    return 50_000 + seed
+
+
+class TuneEvaluator:
+    """The benchmark's measure as a loramerge AutoTuner evaluator (`loramerge.autotune.Evaluator`):
+    a candidate's score is the case's primary metric on samples drawn with noise that no reported
+    number uses (`evaluator_noise`), so the tuner picks as a user would, from their own trial images,
+    and is then judged on fresh ones. With `guard`, a candidate whose content falls more than
+    `content_guard` below the case's LoRAs alone (same noise) scores primary − 1: the rule task
+    arithmetic's λ is chosen by. Evaluators of one case share a `scorer` (its samples are memoised)."""
+
+    def __init__(self, cfg: BenchConfig, cache: Path, seed: int, case: str, *, guard: bool = False,
+                 scorer: _Scorer | None = None):
+        self.cfg, self.loras, self.primary = cfg, *CASES[case]
+        self.guard = guard
+        self.name = "bench-digits" + ("-guarded" if guard else "")
+        self.paths = [lora_path(cfg, cache, seed, n) for n in self.loras]
+        self.scorer = scorer or _Scorer(cfg, cache, seed, evaluator_noise(seed))
+        self.floor: float | None = None
+
+    def score(self, merged_path, context) -> dict[str, float]:
+        if self.floor is None:
+            alone = [self.scorer.score(p, (n,))[0]["content"] for n, p in zip(self.loras, self.paths)]
+            self.floor = min(alone) - self.cfg.content_guard
+        rates = self.scorer.score(Path(merged_path), self.loras)[0]
+        return {"primary": rates[self.primary], "content": rates["content"], "content_floor": self.floor}
+
+    def scalar(self, scores: dict[str, float]) -> float:
+        broken = self.guard and scores["content"] < scores["content_floor"] - 1e-9
+        return scores["primary"] - (1.0 if broken else 0.0)
+
+
 def job_tune(cfg: BenchConfig, cache: Path, case: str) -> dict:
     """Task arithmetic's λ for `case`, chosen on the tuning seed: the best primary metric among the
     λ whose content stays within `cfg.content_guard` of the case's LoRAs alone (the worst of them),
@@ -188,12 +222,17 @@ def job_case(cfg: BenchConfig, cache: Path, seed: int, case: str, lam: float | N
     scorer = _Scorer(cfg, cache, seed, noise_seed(seed))
     rows = {}
     images = {}
-    for name, method, out, summary, merge_s in merge_each(cfg.methods, paths, list(loras), seed=seed, lam=lam):
+    plain = TuneEvaluator(cfg, cache, seed, case)
+    evaluators = {"tune_eval": plain, "tune_eval_guard": TuneEvaluator(cfg, cache, seed, case, guard=True,
+                                                                       scorer=plain.scorer)}
+    for name, method, out, summary, merge_s in merge_each(cfg.methods, paths, list(loras), seed=seed, lam=lam,
+                                                          evaluators=evaluators):
         rates, samples, merged, digest = scorer.score(out, loras)
         rows[name] = {"rates": rates, "retention": dict(zip(loras, retention(merged, inputs))),
                       "merge_seconds": merge_s, "weights_digest": digest[:16],
                       "lambda": lam if method.strengths == "lambda" else None, **summary}
         if keep_images:
             images[name] = grid_images(samples, scorer.labels)
-    return {"seed": seed, "case": case, "rows": rows, "images": images, "sampling_runs": scorer.sampled,
+    return {"seed": seed, "case": case, "rows": rows, "images": images,
+            "sampling_runs": scorer.sampled, "evaluator_sampling_runs": plain.scorer.sampled,
             "seconds": time.perf_counter() - t0}

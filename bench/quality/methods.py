@@ -76,6 +76,15 @@ METHODS: tuple[Method, ...] = (
                 "groups averaged/SLERPed, near-orthogonal LoRAs not scaled down)"),
     Method("auto_paper", "loramerge auto, paper rules", AUTO, PAPER,
            note="--rules paper: the seed's decision tree, auto-strength on the inputs"),
+    Method("tune", "loramerge tune (no evaluator)", AUTO, custom="tune",
+           note="`loramerge tune`, defaults: the top 3 settings by pass-1 heuristics and the untuned one merged, "
+                "ranked by tensor proxies (no λ ≠ 1 without an evaluator)"),
+    Method("tune_eval", "loramerge tune + the benchmark's evaluator", AUTO, custom="tune_eval",
+           note="`loramerge tune` with the case's primary metric plugged in through the Evaluator protocol, measured "
+                "on samples the reported numbers never use; λ ∈ {0.5 … 1.5} swept; --min-gain 0.01"),
+    Method("tune_eval_guard", "loramerge tune + evaluator with the content guard", AUTO, custom="tune_eval_guard",
+           note="as above, but a candidate whose content falls more than the guard below the LoRAs alone scores "
+                "primary − 1 (the rule task arithmetic's λ is chosen by); images only"),
     # -- ablations (paper §7.2): one component switched -------------------------------------------------
     Method("auto_global", "auto, global decision", ABLATION, {**MEASURED, "optimization": "global"},
            note="per-group vs global strategy selection"),
@@ -96,6 +105,8 @@ METHODS: tuple[Method, ...] = (
     Method("auto_dare_conflict", "auto + conflict-aware DARE", ABLATION, {**MEASURED, "sparsify": "dare_conflict"},
            note="sparsification"),
     Method("auto_basis", "auto, basis-space TIES", ABLATION, {**MEASURED, "basis_space": True}, note="weight vs basis space"),
+    Method("auto_no_floor", "auto, no retention floor", ABLATION, MEASURED, what_if="no_retention_floor",
+           note="averaged groups as the strategy leaves them (SLERP keeps ~1/√N of each LoRA)"),
     # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
     Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, PAPER, what_if="ratio_rule",
            note="the reference's rule: orthogonal groups with magnitude ratio ≥ 2 → weighted_sum"),
@@ -111,6 +122,7 @@ METHODS: tuple[Method, ...] = (
 
 BY_NAME = {m.name: m for m in METHODS}
 LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+TUNE_MIN_GAIN = 0.01  # `tune --min-gain`: one point of the metrics, about the evaluators' own noise
 RATIO_RULE = 2.0  # the reference's magnitude ratio for sending an orthogonal pair to weighted_sum
 
 
@@ -124,7 +136,10 @@ def what_if(kind: str | None):
     import loramerge.decide as select_mod
 
     saved_preset, saved_decide, saved_rules = plan_mod.preset_for, select_mod.decide_paper, select_mod.decide
+    saved_floor = plan_mod.MERGE_RETENTION_FLOOR
     try:
+        if kind == "no_retention_floor":
+            plan_mod.MERGE_RETENTION_FLOOR = 0.0
         if kind == "orth_sum_nofloor":
             def preset_for(architecture, name=None, _orig=saved_preset):
                 return dataclasses.replace(_orig(architecture, name), orthogonal_floor=0.0)
@@ -159,6 +174,7 @@ def what_if(kind: str | None):
         yield
     finally:
         plan_mod.preset_for, select_mod.decide_paper, select_mod.decide = saved_preset, saved_decide, saved_rules
+        plan_mod.MERGE_RETENTION_FLOOR = saved_floor
 
 
 def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:
@@ -169,22 +185,26 @@ def strengths_for(method: Method, n: int, lam: float | None) -> list[float]:
     return [1.0] * n
 
 
-def merge_each(names, paths: list[Path], labels: list[str], *, seed: int, lam: float | None):
+def merge_each(names, paths: list[Path], labels: list[str], *, seed: int, lam: float | None,
+               evaluators: dict | None = None):
     """Every method of `names` that applies to len(paths) LoRAs, merged in turn into a temporary file
-    (removed afterwards): yields (name, method, merged file, `run_method`'s summary, merge seconds)."""
+    (removed afterwards): yields (name, method, merged file, `run_method`'s summary, merge seconds).
+    `evaluators`: the domain's loramerge evaluators by method name (``tune_eval``, ...); a method
+    that needs one the domain does not have is skipped."""
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             method = BY_NAME[name]
-            if not method.applies(len(paths)):
+            evaluator = (evaluators or {}).get(name)
+            if not method.applies(len(paths)) or (method.custom or "").startswith("tune_eval") and evaluator is None:
                 continue
             out = Path(tmp) / f"{name}.safetensors"
             t = time.perf_counter()
-            summary = run_method(method, paths, out, seed=seed, lam=lam, names=labels)
+            summary = run_method(method, paths, out, seed=seed, lam=lam, names=labels, evaluator=evaluator)
             yield name, method, out, summary, time.perf_counter() - t
 
 
 def run_method(method: Method, paths: list[Path], out: Path, *, seed: int, lam: float | None = None,
-               names: list[str] | None = None) -> dict:
+               names: list[str] | None = None, evaluator=None) -> dict:
     """Merge `paths` with `method` into `out`; returns a summary of loramerge's report."""
     from loramerge.api import merge
 
@@ -193,6 +213,10 @@ def run_method(method: Method, paths: list[Path], out: Path, *, seed: int, lam: 
               for p, s, n in zip(paths, strengths_for(method, len(paths), lam), names)]
     if method.custom == "knots_ties":
         return knots_ties(inputs, out, seed=seed)
+    if method.custom in ("tune", "tune_eval", "tune_eval_guard"):
+        if method.custom != "tune" and evaluator is None:
+            raise ValueError(f"{method.name} needs the domain's evaluator (merge_each(..., evaluators=...))")
+        return tuned(inputs, out, seed=seed, evaluator=evaluator if method.custom != "tune" else None)
     with what_if(method.what_if):
         result = merge(inputs, arch="unknown", seed=seed, **method.options)
     result.save(out)
@@ -212,6 +236,25 @@ def summarize(report: dict) -> dict:
                    for g in report["groups"]],
         "warnings": report["warnings"],
     }
+
+
+def tuned(inputs: list[dict], out: Path, *, seed: int, evaluator=None) -> dict:
+    """`loramerge.api.tune` with its defaults (top 3, memory off: every run measures afresh); the
+    winner is written to `out`. The summary adds the winner's label and the untuned one's place."""
+    from loramerge.api import tune
+
+    result = tune(inputs, arch="unknown", seed=seed, evaluator=evaluator, memory="off", output=out,
+                  overwrite=True, keep_best=True, min_gain=TUNE_MIN_GAIN if evaluator is not None else 0.0)
+    try:
+        summary = summarize(result.best.report.to_dict())
+    finally:
+        result.close()
+    rows = result.candidates
+    untuned = next((r for r in rows if r.get("untuned")), None)
+    summary["tuned"] = {"label": rows[0]["label"], "parameters": rows[0]["parameters"],
+                        "evaluation": rows[0]["evaluation"], "merged": result.data["merged"],
+                        "untuned_rank": untuned["rank"] if untuned else None, "errors": result.data["errors"]}
+    return summary
 
 
 def knots_ties(inputs: list[dict], out: Path, *, seed: int) -> dict:

@@ -36,7 +36,7 @@ def markdown(cfg: BenchConfig, agg: dict, raw: dict, checks: list[dict], grids: 
             L += ["", f"![samples, {case}]({rel(out_dir / grids[case])})", "",
                   f"Rows: base, each LoRA alone, then every method (seed {cfg.seeds[cfg.grid_seed_index]}); columns: "
                   f"{8} samples of prompt 0, then one sample of each prompt 1–9."]
-    L += _head_to_head(agg) + _tuning(cfg, raw)
+    L += _head_to_head(agg) + _tuning(cfg, raw) + tuner_section("Image domain", agg["cases"])
     if "text" in agg:
         from .text.page import text_markdown
 
@@ -299,6 +299,38 @@ def _head_to_head(agg: dict) -> list[str]:
                          f"({w['better']}/{w['equal']}/{w['worse']})")
         L.append(f"| {q} | {BY_NAME[a].label} | {BY_NAME[b].label} | " + " | ".join(cells) + " |")
     return L
+
+
+def tuner_section(domain: str, cases: dict, digits: int = 2) -> list[str]:
+    """`loramerge tune` as a method (issue 12): without an evaluator and with the benchmark's own
+    measure plugged in as its evaluator, against auto's defaults and tuned-λ task arithmetic."""
+    rows = [(case, c) for case, c in cases.items() if "tune_eval" in c["methods"] and "auto" in c["methods"]]
+    if not rows:
+        return []
+    L = ["", f"## {domain}: the AutoTuner (`loramerge tune`)", "",
+         "`tune` (defaults: top 3 settings by pass-1 heuristics plus the untuned one, ranked by tensor proxies) and "
+         "`tune` with the benchmark's measure as its evaluator (the case's primary metric — with the content guard "
+         "on images — on samples or sentences that no reported number uses; λ ∈ {0.5 … 1.5} swept; `--min-gain 0.01`: another candidate must beat the untuned one by more than one point), each judged "
+         "like every other method. *Picks*: the winning candidate per seed.", "",
+         "| case | auto | tune | tune + evaluator | − auto | task arithmetic (λ tuned) | TA − tune+eval | picks (tune + evaluator) "
+         "| tune + guarded evaluator |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for case, c in rows:
+        m = c["methods"]
+        p = lambda n: m[n]["primary"][0] if n in m else float("nan")
+        picks = "; ".join(t["label"] for t in m["tune_eval"].get("tuned", []))
+        ta = f"{fmt(m['task_arithmetic']['primary'], digits)} (λ {m['task_arithmetic']['lambda']:g})" \
+            if "task_arithmetic" in m else "–"
+        L.append(f"| {case} | {_with_content(m['auto'], digits)} | "
+                 + (fmt(m["tune"]["primary"], digits) if "tune" in m else "–")
+                 + f" | {_with_content(m['tune_eval'], digits)} | {p('tune_eval') - p('auto'):+.3f} | {ta} | "
+                 + (f"{p('task_arithmetic') - p('tune_eval'):+.3f}" if "task_arithmetic" in m else "–")
+                 + f" | {picks} | " + (_with_content(m["tune_eval_guard"], digits) if "tune_eval_guard" in m else "–") + " |")
+    return L
+
+
+def _with_content(e: dict, digits: int) -> str:
+    return f"{fmt(e['primary'], digits)} (content {e['content'][0]:.2f})" if "content" in e else fmt(e["primary"], digits)
 
 
 def _tuning(cfg: BenchConfig, raw: dict) -> list[str]:

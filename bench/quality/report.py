@@ -79,6 +79,8 @@ def _method_entry(rows: list[dict], loras, primary: str) -> dict:
     entry["lambda"] = rows[0]["lambda"]
     entry["primary"] = entry[primary]
     entry["per_seed_primary"] = [r["rates"][primary] for r in rows]
+    if rows[0].get("tuned"):
+        entry["tuned"] = [r["tuned"] for r in rows]
     return entry
 
 

@@ -21,7 +21,7 @@ TEXT_CASES: dict[str, tuple[str, ...]] = {
 # Every baseline, auto under both rule sets and the candidate rules; of the image domain's
 # ablations only the two that bear on the rule choice (a shared two-core machine bounds the run).
 TEXT_METHODS = ("additive", "average", "task_arithmetic", "l2_average", "ties", "dare_ties", "slerp", "knots_ties",
-                "ziplora", "basis_ties", "auto", "auto_paper", "auto_no_strength", "auto_basis",
+                "ziplora", "basis_ties", "auto", "auto_paper", "tune", "tune_eval", "auto_no_strength", "auto_basis", "auto_no_floor",
                 "cand_ratio_rule", "cand_orth_sum_energy", "cand_no_slerp_imbalanced")
 
 
@@ -46,7 +46,7 @@ class TextConfig:
     lora_batch: int = 16
     lora_rank: int = 8
     n_train: int = 1024
-    n_test: int = 40                 # test sentences per task (vocabulary disjoint from training)
+    n_test: int = 200                # test sentences per task (vocabulary disjoint from training)
     cases: tuple[str, ...] = ("all four tasks",)
     methods: tuple[str, ...] | None = TEXT_METHODS   # None: the image domain's list
     sanity_margin: float = 0.15      # a LoRA alone must beat the base model on its task by this (mean)
@@ -64,4 +64,4 @@ class TextConfig:
 TEXT_FULL = TextConfig()
 TEXT_SMOKE = replace(TEXT_FULL, seeds=(0,), lora_steps=2, lora_batch=4, n_train=32, n_test=6,
                      cases=("sentiment+topic",), sanity_margin=0.0,
-                     methods=("additive", "average", "auto"))
+                     methods=("additive", "average", "auto", "tune_eval"))

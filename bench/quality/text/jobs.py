@@ -21,6 +21,8 @@ from .lora import apply_deltas, heads, module_of, save_lora, train_lora
 from .model import embed_texts, load_base
 
 TEST_SEED = 7  # the test sentences are the same for every seed and method
+EVALUATOR_SEED = 8  # the AutoTuner evaluator's sentences (same vocabulary half, other sentences)
+EVALUATOR_SENTENCES = 1  # × n_test per task: a validation set as large as the test set
 
 
 @lru_cache(maxsize=1)
@@ -61,15 +63,16 @@ def by_module(deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class _Scorer:
     """A merged file → encoder → accuracy on every task's test sentences (memo by weights digest)."""
 
-    def __init__(self, cfg):
-        self.n = cfg.text.n_test
+    def __init__(self, cfg, sentences_seed: int = TEST_SEED, per_task: int | None = None):
+        self.n = per_task or cfg.text.n_test
+        self.sentences_seed = sentences_seed
         self.memo: dict[str, dict[str, float]] = {}
         self.sampled = 0
 
     def accuracies(self, model) -> dict[str, float]:
         out = {}
         for task in TASKS:
-            ex = examples(task, "test", self.n, TEST_SEED)
+            ex = examples(task, "test", self.n, self.sentences_seed)
             pred = (embed_texts(model, [e.text for e in ex]) @ _heads()[task].T).argmax(1)
             out[task] = float((pred == torch.tensor([e.label for e in ex])).float().mean())
         return out
@@ -100,6 +103,27 @@ def normalized(acc: dict[str, float], singles: dict, tasks) -> dict[str, float]:
     return out
 
 
+class TextTuneEvaluator:
+    """The text domain's measure as a loramerge AutoTuner evaluator: mean normalized accuracy on
+    sentences no reported number uses (`EVALUATOR_SEED`), normalized by each LoRA alone on them."""
+
+    name = "bench-text"
+
+    def __init__(self, cfg, cache: Path, seed: int, case: str):
+        self.tasks = TEXT_CASES[case]
+        self.paths = [lora_path(cfg, cache, seed, t) for t in self.tasks]
+        self.scorer = _Scorer(cfg, EVALUATOR_SEED, EVALUATOR_SENTENCES * cfg.text.n_test)
+        self.singles: dict | None = None
+
+    def score(self, merged_path, context) -> dict[str, float]:
+        if self.singles is None:
+            self.singles = {t: self.scorer.score(p)[0] for t, p in zip(self.tasks, self.paths)}
+        return normalized(self.scorer.score(Path(merged_path))[0], self.singles, self.tasks)
+
+    def scalar(self, scores: dict[str, float]) -> float:
+        return scores["mean"]
+
+
 def job_text_tune(cfg, cache: Path, case: str) -> dict:
     """Task arithmetic's λ for `case` on the tuning seed: the best mean normalized accuracy."""
     t0 = time.perf_counter()
@@ -125,8 +149,9 @@ def job_text_case(cfg, cache: Path, seed: int, case: str, lam: float | None, sin
     scorer = _Scorer(cfg)
     inputs = [scorer.score(p)[1] for p in paths]
     rows = {}
+    evaluators = {"tune_eval": TextTuneEvaluator(cfg, cache, seed, case)}
     for name, method, out, summary, merge_s in merge_each(cfg.text.methods or cfg.methods, paths, list(tasks),
-                                                          seed=seed, lam=lam):
+                                                          seed=seed, lam=lam, evaluators=evaluators):
         acc, merged, digest = scorer.score(out)
         rows[name] = {"accuracy": acc, "normalized": normalized(acc, singles, tasks),
                       "retention": dict(zip(tasks, retention(merged, inputs))), "merge_seconds": merge_s,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..methods import ABLATION, BY_NAME, CANDIDATE
-from ..page import _counts
+from ..page import _counts, tuner_section
 from ..report import fmt
 from .config import TEXT_CASES
 from .data import CLASSES, TASKS
@@ -39,7 +39,7 @@ def text_markdown(cfg, agg: dict) -> list[str]:
                  f"{a['lambda'].get(case, '–')} |")
     for case, c in a["cases"].items():
         L += _case(case, c)
-    return L
+    return L + tuner_section("Text domain", a["cases"], digits=3)
 
 
 def _case(case: str, c: dict) -> list[str]:

@@ -29,6 +29,8 @@ def _entry(rows: list[dict], tasks) -> dict:
          "per_seed_primary": [r["normalized"]["mean"] for r in rows],
          "min_retention": min(min(r["retention"][task] for task in tasks) for r in rows)}
     e["primary"] = ms(e["per_seed_primary"])
+    if rows[0].get("tuned"):
+        e["tuned"] = [r["tuned"] for r in rows]
     return e
 
 
