@@ -23,7 +23,9 @@ import torch
 
 from ..patches import LowRank, Patch
 
-EXACT_FACTOR = 4  # groups with at most this many times `sample_size` entries are read whole (bench/speed.py: past 4× the grids are cheaper)
+# groups with at most this many times `sample_size` entries are read whole (past 4× the grids are
+# cheaper: the synthetic stack of bench/speed.py, 2026-12-06)
+EXACT_FACTOR = 4
 GRID_SIDE = 32  # rows and columns of one grid (more for a matrix narrower than this)
 CHUNK = 4096  # masked sums add float32 partial sums of this many entries in float64
 

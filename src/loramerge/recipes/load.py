@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from ..config import MergeConfig, as_input
 from ..errors import InputFileError
 from ..formats.files import read_header
