@@ -19,7 +19,7 @@ from .basemodel import BaseModel
 from .config import MergeConfig
 from .enums import UNKNOWN_ARCH
 from .errors import BaseModelMismatchError, InputFileError, LoraMergeError
-from .formats.align import Alignment, align, group_shape, load_group, stems_of
+from .formats.align import Alignment, align, detect, group_shape, load_group
 from .formats.memory import MemorySource
 from .formats.reader import AdapterFile
 from .patches import Patch
@@ -101,7 +101,7 @@ def open_inputs(cfg: MergeConfig, sources: Mapping[str, MemorySource] | None = N
     step's result held in memory) instead of from a file."""
     sources = sources or {}
     files = [AdapterFile(inp.path, allow_pickle=cfg.allow_pickle, source=sources.get(inp.path)) for inp in cfg.inputs]
-    detection = None if cfg.arch else A.detect([s for f in files for s in stems_of(f)])
+    detection = None if cfg.arch else detect(files)
     name = cfg.arch if detection is None else detection.architecture
     assert name is not None
     table = None if name == UNKNOWN_ARCH else A.get_table(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import architectures as A
 from .basemodel import BaseModel
 from .enums import UNKNOWN_ARCH
-from .formats.align import Alignment, align, stems_of
+from .formats.align import Alignment, align, detect
 from .formats.reader import AdapterFile
 
 _META_SHOWN = (
@@ -54,7 +54,7 @@ def open_and_align(
     path: str | Path, *, arch: str | None = None, strict: bool = False, allow_pickle: bool = False
 ) -> tuple[AdapterFile, Alignment, A.Detection]:
     file = AdapterFile(path, allow_pickle=allow_pickle)
-    detection = A.detect(stems_of(file))
+    detection = detect([file])
     name = arch or detection.architecture
     table = None if name == UNKNOWN_ARCH else A.get_table(name)
     alignment = align(file, table, A.placer(name) if table else None, strict=strict)

@@ -178,6 +178,20 @@ def test_tie_without_markers_falls_back_to_priority():
     assert "--arch" in found.reason
 
 
+def test_a_tie_goes_to_the_architecture_the_files_record():
+    # ComfyUI's HunyuanVideo names of blocks FLUX has too (what loramerge's --format comfy writes):
+    # a tie of placed keys that FLUX's markers win, unless the files record HunyuanVideo.
+    stems = dotted(each(range(2), "double_blocks.{i}.{p}", FLUX_BFL_DOUBLE))
+    plain = detect(stems)
+    assert (plain.architecture, plain.confidence, plain.runner_up) == ("flux", 0.75, "hunyuan_video")
+    found = detect(stems, recorded="hunyuan_video")
+    assert (found.architecture, found.confidence, found.runner_up) == ("hunyuan_video", 1.0, "flux")
+    assert "loramerge metadata names hunyuan_video" in found.reason
+    # a recorded name that places fewer keys, or none, changes nothing
+    assert detect(stems, recorded="sdxl") == plain
+    assert detect(CASES["wan musubi"][0], recorded="flux") == detect(CASES["wan musubi"][0])
+
+
 def test_partial_fit_lists_the_unplaced_stems():
     stems = CASES["wan musubi"][0][:60] + dotted(["blocks.0.vace_proj", "foo.bar"])
     found = detect(stems)

@@ -14,6 +14,7 @@ from loramerge.formats.align import align, load_group
 from loramerge.formats.reader import AdapterFile
 
 CASES = ["sdxl_peft_diffusers", "sdxl_kohya_diffusers_converter", "flux_peft_diffusers", "wan_peft_diffusers",
+         "hunyuan_video_peft_diffusers",
          "sdxl_lycoris_tucker", "sdxl_lycoris_loha", "sdxl_lycoris_lokr", "sdxl_lycoris_full", "sdxl_lycoris_norm"]
 
 
@@ -57,6 +58,50 @@ def test_convert_chain_kohya_diffusers_comfy_kohya(real_fixtures, tmp_path):
     before, after = deltas(fx.path, "flux"), deltas(c, "flux")
     for key, want in before.items():
         torch.testing.assert_close(after[key], want, rtol=1e-5, atol=1e-6)
+
+
+def test_hunyuan_video_comfy_names_are_comfyuis_own(real_fixtures, tmp_path):
+    """`--format comfy` spells HunyuanVideo as ComfyUI's model does (its key map reads every
+    diffusion_model.<own name>, but not time_in.mlp.0 from the original names); kohya keeps the
+    original checkpoint's names; modules ComfyUI does not rename stay as they are."""
+    from safetensors import safe_open
+
+    fx = real_fixtures["hunyuan_video_peft_diffusers"]
+    names = {}
+    for fmt in ("comfy", "kohya"):
+        out = tmp_path / f"{fmt}.safetensors"
+        convert(fx.path, out, fmt, dtype="float32")
+        with safe_open(str(out), "pt") as f:
+            names[fmt] = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in f.keys()}
+    comfy, kohya = names["comfy"], names["kohya"]
+    assert {"diffusion_model.double_blocks.0.img_mlp.0", "diffusion_model.double_blocks.0.img_attn.qkv",
+            "diffusion_model.double_blocks.0.img_mod.lin", "diffusion_model.time_in.in_layer"} <= comfy
+    assert not any(n.endswith(("img_mlp.fc1", "img_attn_qkv", "img_mod.linear", "time_in.mlp.0")) for n in comfy)
+    assert "lora_unet_double_blocks_0_img_mlp_fc1" in kohya and "lora_unet_time_in_mlp_0" in kohya
+    # no ComfyUI spelling of their own: written as the original checkpoint names them
+    assert {"diffusion_model.final_layer.linear", "diffusion_model.txt_in.input_embedder",
+            "diffusion_model.single_blocks.0.linear1"} <= comfy
+
+
+def test_our_recorded_architecture_breaks_a_detection_tie(real_fixtures, tmp_path):
+    """A comfy HunyuanVideo file that adapts only blocks FLUX has too ties with FLUX; the
+    architecture loramerge recorded in the file's metadata decides, not FLUX's priority."""
+    from safetensors import safe_open
+
+    from loramerge.formats.align import RECORDED_ARCH, detect
+
+    full = tmp_path / "full.safetensors"
+    convert(real_fixtures["hunyuan_video_peft_diffusers"].path, full, "comfy", dtype="float32")
+    with safe_open(str(full), "pt") as f:
+        meta = f.metadata()
+        part = {k: f.get_tensor(k) for k in f.keys() if k.startswith("diffusion_model.double_blocks.0.")}
+    assert meta[RECORDED_ARCH] == "hunyuan_video" and part
+    ours, foreign = tmp_path / "ours.safetensors", tmp_path / "foreign.safetensors"
+    save_file(part, str(ours), metadata=meta)
+    save_file(part, str(foreign))
+    assert detect([AdapterFile(foreign)]).architecture == "flux"
+    found = detect([AdapterFile(ours)])
+    assert found.architecture == "hunyuan_video" and "metadata" in found.reason
 
 
 def test_failed_convert_leaves_no_file(tmp_path):

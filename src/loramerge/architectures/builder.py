@@ -75,6 +75,7 @@ def build_table(
     diffusers_prefix: Mapping[Branch, str] | None = None,
     kohya_prefix: Mapping[Branch, str] | None = None,
     kohya_style: Mapping[Branch, Style] | None = None,
+    comfy_style: Mapping[Branch, Style] | None = None,
 ) -> ArchTable:
     """Turn rows into an `ArchTable`; raises ValueError on a malformed row (a table defect)."""
     modules: dict[str, Fused | None] = {}
@@ -97,6 +98,7 @@ def build_table(
         kohya_prefix=dict(kohya_prefix or {}),
         family=family,
         kohya_style=dict(kohya_style or {}),
+        comfy_style=dict(comfy_style or {}),
     )
 
 

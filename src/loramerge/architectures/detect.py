@@ -2,9 +2,11 @@
 
 Every table places what it can; the table placing the most stems wins. A tie (common: an
 attention-only diffusers LoRA on ``transformer_blocks.N.attn.to_q`` fits FLUX, Qwen-Image and
-HunyuanVideo alike) is broken by the tables' markers, counted on the stems each table placed, then
-by priority (the more common family). A tie lowers the confidence and the reason says so. When no
-table places at least `MIN_SHARE` of the stems the answer is "unknown".
+HunyuanVideo alike) is broken by the architecture the files record (``loramerge.architecture``,
+written by loramerge, only when every input records the same one), then by the tables' markers,
+counted on the stems each table placed, then by priority (the more common family). A tie broken by
+markers or priority lowers the confidence, and the reason says what broke it. When no table places
+at least `MIN_SHARE` of the stems the answer is "unknown".
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ class Detection:
 class _Score:
     name: str
     placed: int
+    recorded: bool  # the files' own metadata names this table
     markers: int
     priority: int
     unplaced: tuple[str, ...]
 
     @property
-    def rank(self) -> tuple[int, int, int]:
-        return (self.placed, self.markers, self.priority)
+    def rank(self) -> tuple[int, bool, int, int]:
+        return (self.placed, self.recorded, self.markers, self.priority)
 
 
 def has_marker(stem: Stem, marker: str) -> bool:
@@ -58,22 +61,25 @@ def has_marker(stem: Stem, marker: str) -> bool:
     return f"{sep}{marker.replace('.', sep)}{sep}" in f"{sep}{stem.path}{sep}"
 
 
-def score(table: ArchTable, key_placer: KeyPlacer, stems: Sequence[Stem]) -> _Score:
+def score(table: ArchTable, key_placer: KeyPlacer, stems: Sequence[Stem], recorded: str | None = None) -> _Score:
     fits = [key_placer.place(s) is not None for s in stems]
     placed = [s for s, ok in zip(stems, fits) if ok]
     unplaced = tuple(f"{s.branch.value}.{s.path}" for s, ok in zip(stems, fits) if not ok)
     markers = sum(1 for s in placed if any(has_marker(s, m) for m in table.markers))
-    return _Score(table.name, len(placed), markers, table.priority, unplaced)
+    return _Score(table.name, len(placed), table.name == recorded, markers, table.priority, unplaced)
 
 
-def detect(stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None) -> Detection:
-    """The architecture whose table places the most of `stems` (see the module docstring)."""
+def detect(
+    stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None, *, recorded: str | None = None
+) -> Detection:
+    """The architecture whose table places the most of `stems` (see the module docstring);
+    `recorded`: the architecture the files' own metadata names, if any (breaks a tie first)."""
     tables = TABLES if tables is None else tables
     total = len(stems)
     if total == 0:
         return Detection(UNKNOWN_ARCH, 0.0, 0, 0, (), None, "no keys to detect the architecture from")
     scores = sorted(
-        (score(t, placer(n) if tables is TABLES else KeyPlacer(t), stems) for n, t in tables.items()),
+        (score(t, placer(n) if tables is TABLES else KeyPlacer(t), stems, recorded) for n, t in tables.items()),
         key=lambda s: s.rank,
         reverse=True,
     )
@@ -95,6 +101,8 @@ def detect(stems: Sequence[Stem], tables: Mapping[str, ArchTable] | None = None)
         pass
     elif second.placed < best.placed:
         reason += f"; runner-up {second.name} places {second.placed}"
+    elif best.recorded:
+        reason += f"; {second.name} places as many, the files' loramerge metadata names {best.name}"
     elif second.markers < best.markers:
         confidence *= TIE_BY_MARKERS
         reason += (

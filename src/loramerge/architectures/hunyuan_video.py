@@ -16,7 +16,7 @@ halves swapped (see flux.py). Text encoders (LLaVA-Llama, CLIP-L) are left out.
 from __future__ import annotations
 
 from .builder import QKV, QKV_MLP4, Row, build_table, under
-from .spec import ArchTable, Branch
+from .spec import ArchTable, Branch, Style
 
 DOUBLE_BLOCKS = 20
 SINGLE_BLOCKS = 40
@@ -129,4 +129,8 @@ def hunyuan_video_table() -> ArchTable:
         priority=20,
         diffusers_prefix={Branch.DENOISER: "transformer"},
         kohya_prefix={Branch.DENOISER: "lora_unet"},
+        # --format comfy writes ComfyUI's own names (the OTHER aliases above): ComfyUI 0.3.64 maps
+        # LoRA keys from the original names only partly (not time_in.mlp.0, txt_in.t_embedder.mlp.0),
+        # and every diffusion_model.<its own name> always (docs/CLIENTS.md).
+        comfy_style={Branch.DENOISER: Style.OTHER},
     )

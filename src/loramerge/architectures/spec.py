@@ -118,6 +118,10 @@ class ArchTable:
     # Branches whose kohya names are built from another spelling than the native path (kohya SD1.x
     # writes the UNet's diffusers paths: lora_unet_down_blocks_0_attentions_0_...).
     kohya_style: Mapping[Branch, Style] = field(default_factory=dict)
+    # Branches whose ``--format comfy`` names are another spelling than the native path: the host's
+    # own module names where ComfyUI renames the checkpoint on load and maps LoRA keys only partly
+    # from the original names (HunyuanVideo). Modules without an alias of that style stay native.
+    comfy_style: Mapping[Branch, Style] = field(default_factory=dict)
 
     def all_aliases(self) -> Iterable[Alias]:
         """Native rows (implied) first, then the declared aliases."""

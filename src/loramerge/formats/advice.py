@@ -199,12 +199,7 @@ TABLE: dict[str, dict[str, dict[str, Cell]]] = {
                 "its transformer.* map for HunyuanVideo takes the original checkpoint's names, not diffusers': "
                 "every key 'lora key not loaded'",
             ),
-            "comfy": Cell(
-                PARTIAL,
-                "its diffusion_model.* map of HunyuanVideo's original names lacks time_in.mlp.0 and "
-                "txt_in.t_embedder.mlp.0: those timestep-embedder patches are dropped",
-                left_out=("time_in.in_layer", "t_embedder.in_layer"),
-            ),
+            "comfy": Cell(FULL),  # written in ComfyUI's own module names (hunyuan_video.py, comfy_style)
         },
         "ltx": {
             "kohya": Cell(FULL),

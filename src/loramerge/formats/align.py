@@ -196,13 +196,20 @@ def detect_and_align(file: AdapterFile, arch: str | None = None, *, strict: bool
     """Detect the architecture (unless given) and align; 'unknown' keeps the file's own names."""
     from .. import architectures as A
 
-    name = arch or A.detect(stems_of(file)).architecture
+    name = arch or detect([file]).architecture
     if name == UNKNOWN_ARCH:
         return align(file, None, None, strict=strict)
     return align(file, A.get_table(name), A.placer(name), strict=strict)
 
 
+RECORDED_ARCH = "loramerge.architecture"  # metadata key loramerge's writer records the table in
+
+
 def detect(files: Sequence[AdapterFile]):
+    """The architecture of `files` together (`architectures.detect`); a tie of placed keys goes to
+    the architecture every file records in its loramerge metadata, when they all record the same."""
     from .. import architectures as A
 
-    return A.detect([s for f in files for s in stems_of(f)])
+    recorded = {f.metadata.get(RECORDED_ARCH) for f in files}
+    name = recorded.pop() if len(recorded) == 1 else None
+    return A.detect([s for f in files for s in stems_of(f)], recorded=name)

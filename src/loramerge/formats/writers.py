@@ -6,8 +6,9 @@
 - ``diffusers``: PEFT keys on diffusers module paths, scale baked in (alpha = rank),
   ``lora_adapter_metadata``; dense content is factorised by SVD and its error reported; norm and
   bias deltas cannot be held and are refused (or listed, with ``lossy=True``).
-- ``comfy``: ``diffusion_model.<native>`` with ``lora_A/lora_B`` + ``.alpha``; text encoders keep
-  kohya names (ComfyUI loads both).
+- ``comfy``: ``diffusion_model.<native>`` with ``lora_A/lora_B`` + ``.alpha`` (ComfyUI's own module
+  names instead where the table's ``comfy_style`` says so: HunyuanVideo); text encoders keep kohya
+  names (ComfyUI loads both).
 Writes are atomic: a temporary file in the target folder, renamed into place on success only.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..patches import Dense, LowRank, Patch
 from ..spool import PatchLike, materialize, rank_of
 from ..threads import single_threaded_ops
 from ..version import TOOL_NAME, __version__
+from .align import RECORDED_ARCH
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .kohya_meta import network_metadata
 from .streaming import StreamingSafetensors, check_finite
@@ -131,7 +133,7 @@ def _write(path: Path, items, table, fmt: OutputFormat, report: WriteReport, met
                 "loramerge.tool": TOOL_NAME,
                 "loramerge.version": __version__,
                 "loramerge.format": fmt.value,
-                "loramerge.architecture": table.name if table else "unknown",
+                RECORDED_ARCH: table.name if table else "unknown",
                 **extra_meta,
                 **(metadata or {}),
             }
@@ -259,21 +261,33 @@ def _dense_tensors(prefix: str, param: str, patch: Patch, is_norm: bool) -> dict
     return {f"{prefix}.{name}": patch.dense()}
 
 
-def _kohya_namer(table: ArchTable | None) -> Callable[[str], str]:
-    """canonical module -> its kohya name: the prefix of its branch and its path with underscores
-    (the native path, or the spelling the table's ``kohya_style`` names for that branch)."""
+def _styled_path(table: ArchTable | None, styles: Mapping[Branch, Style]) -> Callable[[str], tuple[Branch, str]]:
+    """canonical module -> (branch, path): the native path, or the module's first alias in the
+    style `styles` names for its branch (native where it has none)."""
     from ..architectures.engine import KeyPlacer
 
-    prefixes = {**KOHYA_PREFIX, **(table.kohya_prefix if table else {})}
-    placer = KeyPlacer(table) if table is not None and table.kohya_style else None
+    placer = KeyPlacer(table) if table is not None and styles else None
 
-    def name_of(module: str) -> str:
+    def path_of(module: str) -> tuple[Branch, str]:
         branch, path = module.split(".", 1)
-        style = table.kohya_style.get(Branch(branch)) if table is not None else None
+        style = styles.get(Branch(branch))
         if placer is not None and style is not None:
             alias = placer.spelling(Placement(module), style)
             path = path if alias is None else alias.path
-        return f"{prefixes[Branch(branch)]}_{path.replace('.', '_')}"
+        return Branch(branch), path
+
+    return path_of
+
+
+def _kohya_namer(table: ArchTable | None) -> Callable[[str], str]:
+    """canonical module -> its kohya name: the prefix of its branch and its path with underscores
+    (the native path, or the spelling the table's ``kohya_style`` names for that branch)."""
+    prefixes = {**KOHYA_PREFIX, **(table.kohya_prefix if table else {})}
+    path_of = _styled_path(table, table.kohya_style if table is not None else {})
+
+    def name_of(module: str) -> str:
+        branch, path = path_of(module)
+        return f"{prefixes[branch]}_{path.replace('.', '_')}"
 
     return name_of
 
@@ -339,9 +353,13 @@ def _kohya(items, table, report, lossy, emit):
 
 def _comfy(items, table, report, lossy, emit):
     kohya_name = _kohya_namer(table)
+    path_of = _styled_path(table, table.comfy_style if table is not None else {})
 
     def name_of(module: str) -> str:
-        return module if module.startswith(Branch.DENOISER.value + ".") else kohya_name(module)
+        if not module.startswith(Branch.DENOISER.value + "."):
+            return kohya_name(module)
+        branch, path = path_of(module)
+        return f"{branch.value}.{path}"
 
     _native_items(items, table, report, lossy, emit, name_of, "lora_A.weight", "lora_B.weight")
     return {}
