@@ -8,8 +8,8 @@ being compared run alternately (A B C A B C ...), ``--repeat`` rounds; medians a
 
 1. ``synthetic``: the deterministic 55-group stack of bench/pass1_speed.py (3 LoRAs, ranks 8/12/16,
    SDXL kohya names, widths 320-1280, text-encoder groups included) written as fp16 .safetensors;
-   ``loramerge merge`` in the default auto mode. ``startup`` is ``import torch, loramerge.cli``
-   alone, the floor every run pays.
+   ``loramerge merge`` in the default auto mode. ``startup`` is ``loramerge --version`` (the command
+   line's whole start-up: torch and every command imported), the floor every run pays.
 2. ``sdxl``: 3 rank-32 LoRAs over the real SDXL attention shapes (bench/merge_memory.py's
    ``make_loras``; all 722 modules unless ``--stride``): ``--mode weighted_sum`` and the default
    auto mode against a minimal exact QR merge written here (``QR_MERGE``, one torch thread).
@@ -58,6 +58,8 @@ from sdxl_shapes import sdxl_attention_modules  # noqa: E402
 from loramerge.threads import available_cores  # noqa: E402  (no torch import)
 
 CLI = ["-m", "loramerge.cli", "merge"]
+# The command line's start-up alone: `main` imports every command (torch included), prints the version.
+STARTUP = 'import sys\nsys.argv = ["loramerge", "--version"]\nfrom loramerge.cli import main\nmain()\n'
 
 # Minimal exact merge: ΔW = Σ_i (α_i/r_i)·up_i·down_i = U·D with U, D the concatenated factors.
 # U = Qu·Ru and Dᵀ = Qd·Rd give ΔW = Qu·(Ru·Rdᵀ)·Qdᵀ; the SVD of the small Σr×Σr core re-factors it.
@@ -242,7 +244,7 @@ def main() -> None:
         make_inputs(args.work, "synthetic")
         paths = [str(args.work / f"synthetic{i}.safetensors") for i in range(3)]
         startup_script = args.work / "startup.py"
-        startup_script.write_text("import torch, loramerge.cli\n")
+        startup_script.write_text(STARTUP)
         section("synthetic", [("auto", alone(merge("synthetic_auto", paths))),
                               ("startup", alone(job("startup", [str(startup_script)])))],
                 {"loras": 3, "ranks": [8, 12, 16], "groups": 55})
