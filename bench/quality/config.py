@@ -27,11 +27,20 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _code_digest() -> str:
-    """Hash of the sources that shape trained artefacts (a change there retrains, nothing else does)."""
+# The sources that shape each kind of trained artefact: a change there retrains it, nothing else does
+# (a new evaluator does not retrain the models it measures).
+ARTEFACT_SOURCES = {
+    "base": ("data.py", "model.py", "determinism.py"),
+    "lora": ("data.py", "model.py", "lora.py", "determinism.py"),
+    "evaluator": ("data.py", "evaluators.py", "determinism.py"),
+}
+
+
+def _code_digest(what: str) -> str:
+    """Hash of the sources that shape artefacts of kind `what` (`ARTEFACT_SOURCES`)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in ("data.py", "model.py", "lora.py", "evaluators.py", "determinism.py"):
+    for name in ARTEFACT_SOURCES[what]:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -70,7 +79,7 @@ class BenchConfig:
         """Cache key of a trained artefact: changes when anything that shapes its bits changes (the
         code, the sizes, the training seed, the torch version and the thread count), so a run that
         reuses the cache gives the numbers a run that retrains would."""
-        parts = {"v": 4, "what": what, "code": _code_digest(), "model": self.model.to_dict(), "base_steps": self.base_steps,
+        parts = {"v": 5, "what": what, "code": _code_digest(what), "model": self.model.to_dict(), "base_steps": self.base_steps,
                  "base_batch": self.base_batch, "lora_steps": self.lora_steps, "rank": self.lora_rank,
                  "alpha": self.lora_alpha, "evaluator_steps": self.evaluator_steps, "train_seed": train_seed,
                  "torch": torch.__version__, "threads": self.threads}

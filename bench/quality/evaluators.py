@@ -5,8 +5,12 @@ One small CNN with four heads (digit: 10 classes; bold, thin, slant: one logit e
 real training-split digits with a random stroke (none / bold / thin) and a random slant, so each
 head is trained to ignore the other factors: the digit head reads bold, thin and slanted digits,
 the bold head fires on bold digits whether slanted or not. Light augmentation (±1 pixel shifts,
-a little Gaussian noise) keeps them from keying on pixel-exact details. Accuracy on the held-out
-real test split is reported with the results.
+a little Gaussian noise) keeps them from keying on pixel-exact details, and a random brightness
+(every image's strokes scaled by a gain in `GAIN_RANGE`) keeps the stroke heads reading stroke
+width, not ink: trained on full-contrast digits only, the thin head fired on 58% of plain digits
+shown at 70% brightness and 94% at 60%, so a merge that merely dimmed its samples scored as
+"thin" (docs/DECISIONS.md). Accuracy on the held-out real test split, at full and at reduced
+brightness, is reported with the results.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .data import STYLES, digits, slant, split
 from .determinism import build, generator
 
 HEADS = ("bold", "thin", "slant")
+GAIN_RANGE = (0.5, 1.0)  # training: strokes scaled by a uniform gain from this range (background stays black)
+DIM_TEST = 0.6           # the reduced brightness the held-out accuracy is also reported at
 
 
 class Evaluator(nn.Module):
@@ -60,9 +66,18 @@ def _random_styles(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, t
     return out, labels
 
 
+def dimmed(x: torch.Tensor, gain: torch.Tensor | float) -> torch.Tensor:
+    """Images in [-1, 1] with their strokes at `gain` × the brightness (black stays black);
+    `gain`: one number or one per image."""
+    gain = torch.as_tensor(gain, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    return (x + 1) * gain - 1
+
+
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
     x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
+    lo, hi = GAIN_RANGE
+    x = dimmed(x, lo + (hi - lo) * torch.rand(x.shape[0], generator=g))
     return (x + 0.08 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
@@ -90,18 +105,20 @@ def train_evaluator(*, seed: int = 0, steps: int = 1500, batch: int = 128) -> tu
 
 @torch.inference_mode()
 def held_out_accuracy(model: Evaluator, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Accuracy of every head on real test digits in every style combination."""
+    """Accuracy of every head on real test digits in every style combination, each also at
+    `DIM_TEST` brightness (the stroke heads must not read a dimmer image as thinner strokes)."""
     out = {}
-    for stroke in (None, "bold", "thin"):
-        for slanted in (False, True):
-            xs = x if stroke is None else STYLES[stroke](x)
-            xs = slant(xs) if slanted else xs
-            p = predict(model, xs)
-            name = (stroke or "plain") + ("+slant" if slanted else "")
-            out[name] = {"digit": float((p["digit"] == y).float().mean()),
-                         "bold": float((p["bold"] == (stroke == "bold")).float().mean()),
-                         "thin": float((p["thin"] == (stroke == "thin")).float().mean()),
-                         "slant": float((p["slant"] == slanted).float().mean())}
+    for gain in (1.0, DIM_TEST):
+        for stroke in (None, "bold", "thin"):
+            for slanted in (False, True):
+                xs = x if stroke is None else STYLES[stroke](x)
+                xs = slant(xs) if slanted else xs
+                p = predict(model, xs if gain == 1.0 else dimmed(xs, gain))
+                name = (stroke or "plain") + ("+slant" if slanted else "") + ("" if gain == 1.0 else f" ×{gain}")
+                out[name] = {"digit": float((p["digit"] == y).float().mean()),
+                             "bold": float((p["bold"] == (stroke == "bold")).float().mean()),
+                             "thin": float((p["thin"] == (stroke == "thin")).float().mean()),
+                             "slant": float((p["slant"] == slanted).float().mean())}
     return out
 
 

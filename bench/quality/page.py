@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .config import BenchConfig
+from .evaluators import DIM_TEST, GAIN_RANGE
 from .methods import ABLATION, BY_NAME, CANDIDATE, LAMBDAS
 from .report import COMPARISONS, fmt, seed_wins
 
@@ -134,7 +135,10 @@ def _methods(cfg: BenchConfig) -> list[str]:
 
 
 def _evaluators(raw: dict) -> list[str]:
-    L = ["Evaluators (one CNN, four heads, trained on real digits only), accuracy on the held-out real test split:", "",
+    lo, hi = GAIN_RANGE
+    L = [f"Evaluators (one CNN, four heads, trained on real digits only, each shown at a random brightness of "
+         f"{lo:.0%}–{hi:.0%} so that the stroke heads read stroke width, not ink), accuracy on the held-out real "
+         f"test split, at full brightness and at {DIM_TEST:.0%} (×{DIM_TEST}):", "",
          "| test images | digit | bold | thin | slant |", "|---|---|---|---|---|"]
     for k, v in raw["evaluator"]["accuracy"].items():
         L.append(f"| {k} | {v['digit']:.3f} | {v['bold']:.3f} | {v['thin']:.3f} | {v['slant']:.3f} |")

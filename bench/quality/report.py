@@ -6,6 +6,7 @@ import math
 import statistics
 
 from .config import CASES, BenchConfig
+from .evaluators import DIM_TEST
 from .methods import AUTO, BASELINE, BY_NAME
 
 COMPARISONS = (  # (question, A, B)
@@ -61,7 +62,7 @@ def aggregate(cfg: BenchConfig, results: dict) -> dict:
         singles[name] = {m: ms([results[f"singles/{s}"]["rows"][name].get(m) for s in seeds])
                          for m in METRICS if m in results[f"singles/{seeds[0]}"]["rows"][name]}
     cases = {case: _aggregate_case(cfg, results, case, singles) for case in cfg.cases}
-    out = {"singles": singles, "cases": cases}
+    out = {"singles": singles, "cases": cases, "evaluator_accuracy": results["evaluator"]["accuracy"]}
     if cfg.text is not None and any(k.startswith("text/") for k in results):
         from .text.report import aggregate_text
 
@@ -130,6 +131,12 @@ def sanity(cfg: BenchConfig, agg: dict) -> list[dict]:
         single, ref = agg["singles"][name][name][0], base[name][0]
         out.append({"check": f"the {name} LoRA alone shows its effect: rate − base rate > {cfg.sanity_margin}",
                     "value": f"{single:.2f} vs base {ref:.2f}", "ok": bool(single - ref > cfg.sanity_margin)})
+    dim = agg.get("evaluator_accuracy", {}).get(f"plain ×{DIM_TEST}")
+    if dim is not None:
+        quiet = min(dim["bold"], dim["thin"])
+        out.append({"check": f"the stroke heads read stroke width, not brightness: on plain test digits at {DIM_TEST:.0%} "
+                             "brightness neither the bold nor the thin head fires (accuracy ≥ 0.95)",
+                    "value": f"{quiet:.3f}", "ok": bool(quiet >= 0.95)})
     if "subject+style" in agg["cases"]:
         m = agg["cases"]["subject+style"]["methods"]
         if "additive" in m and "average" in m:
