@@ -107,6 +107,9 @@ METHODS: tuple[Method, ...] = (
     Method("auto_basis", "auto, basis-space TIES", ABLATION, {**MEASURED, "basis_space": True}, note="weight vs basis space"),
     Method("auto_no_floor", "auto, no retention floor", ABLATION, MEASURED, what_if="no_retention_floor",
            note="averaged groups as the strategy leaves them (SLERP keeps ~1/√N of each LoRA)"),
+    Method("auto_agreeing_avg", "auto, agreeing groups averaged", ABLATION, MEASURED, what_if="agreeing_averaged",
+           note="low-conflict denoiser groups whose LoRAs partly agree (cos ≥ 0) averaged/SLERPed as the paper "
+                "tree does, not summed (the measured rules before 2026-12-06's second change)"),
     # -- candidate defaults (emulated, not in loramerge) ------------------------------------------------
     Method("cand_ratio_rule", "candidate: imbalanced orthogonal summed", CANDIDATE, PAPER, what_if="ratio_rule",
            note="the reference's rule: orthogonal groups with magnitude ratio ≥ 2 → weighted_sum"),
@@ -154,6 +157,13 @@ def what_if(kind: str | None):
                                                reason=d.reason + "; what-if: opposing, TIES")
                 return d
             select_mod.decide = decide_opposing
+        if kind == "agreeing_averaged":
+            def decide_avg(key, s, m, preset, strategy_set, rules=None, text_encoder=False, _orig=saved_rules):
+                d = _orig(key, s, m, preset, strategy_set, rules, text_encoder)
+                if d.strategy == "weighted_sum" and "partly agree" in d.reason:
+                    return select_mod.decide_paper(key, s, m, preset, strategy_set)
+                return d
+            select_mod.decide = decide_avg
         if kind == "no_slerp_imbalanced":
             def decide(key, s, m, preset, strategy_set, _orig=saved_decide):
                 d = _orig(key, s, m, preset, strategy_set)

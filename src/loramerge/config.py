@@ -195,8 +195,8 @@ class MergeConfig(BaseModel):
     strategy_set: StrategySet = option(StrategySet.FULL, "which strategies auto mode may choose")
     rules: Rules = option(
         Rules.MEASURED,
-        "auto mode's decision rules: measured (near-orthogonal denoiser groups summed, no scaling of "
-        "near-orthogonal LoRAs) or paper (the seed's tree, reproduces the reference)",
+        "auto mode's decision rules: measured (denoiser groups whose LoRAs compose or partly agree summed, "
+        "no scaling of near-orthogonal LoRAs) or paper (the seed's tree, reproduces the reference)",
     )
     sparsify: Sparsifier = option(
         Sparsifier.NONE,

@@ -93,17 +93,25 @@ def decide(
 
 
 def measured(d: GroupDecision, text_encoder: bool = False) -> GroupDecision:
-    """The measured rules: the paper tree, except that near-orthogonal groups (rule 3) of the denoiser
-    are summed (exact, rank Σr) instead of averaged or SLERPed, so that each LoRA acts at its own
-    strength; auto-strength then acts on the merged groups. Text-encoder groups keep the paper's
+    """The measured rules: the paper tree, except that the denoiser's groups that the paper averages
+    or SLERPs because their LoRAs compose are summed (exact, rank Σr), so that each LoRA acts at its
+    own strength; auto-strength then acts on the merged groups. That is rule 3 (near-orthogonal) and
+    the low-conflict average where the LoRAs partly agree (cos ≥ 0: averaging would halve what each
+    LoRA does alone to avoid doubling what they share). Text-encoder groups keep the paper's
     average/SLERP: every LoRA there moves the one conditioning embedding that all of them are read
     through, and stacking them overshoots it (docs/DECISIONS.md, "Rule sets", both benchmark domains)."""
-    if d.strategy not in ("weighted_average", "slerp") or not d.reason.startswith("orthogonal"):
+    if d.strategy not in ("weighted_average", "slerp"):
+        return d
+    cos = d.metrics.cosine if d.metrics is not None else None
+    orthogonal = d.reason.startswith("orthogonal")
+    agreeing = d.reason.startswith("low conflict") and cos is not None and cos >= 0.0
+    if not (orthogonal or agreeing):
         return d
     if text_encoder:
         note = "; measured rules: text encoder, kept (a shared embedding: stacking overshoots)"
         return replace(d, reason=d.reason + note)
-    reason = d.reason.split("; ")[0] + "; measured rules: summed (the LoRAs compose)"
+    why = "the LoRAs compose" if orthogonal else f"the LoRAs partly agree, cos {cos:.2f} ≥ 0"
+    reason = d.reason.split("; ")[0] + f"; measured rules: summed ({why})"
     return replace(d, strategy="weighted_sum", reason=reason)
 
 

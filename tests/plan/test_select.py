@@ -132,15 +132,24 @@ def test_measured_rules_sum_orthogonal_groups_and_keep_the_rest(preset):
     assert measured(aligned).strategy == go(aligned, preset).strategy == "consensus"
     clash = stats(cos=-0.6, excess=preset.ties_conflict + 0.05, overlap=1.0)
     assert measured(clash) == go(clash, preset)
+    # low conflict where the LoRAs partly agree (paper: average/SLERP, halving each LoRA): summed
     low = stats(cos=0.3, excess=0.0, overlap=0.5)
-    assert measured(low).strategy == go(low, preset).strategy
+    assert go(low, preset).strategy in ("weighted_average", "slerp")
+    d = measured(low)
+    assert d.strategy == "weighted_sum" and d.reason.startswith("low conflict")
+    assert d.reason.endswith("measured rules: summed (the LoRAs partly agree, cos 0.30 ≥ 0)")
+    # low conflict but anti-aligned: no measurement says summing helps, the paper's average stays
+    against = stats(cos=-0.3, excess=0.0, overlap=0.5)
+    assert go(against, preset).reason.startswith("low conflict")
+    assert measured(against) == go(against, preset)
 
 
 @pytest.mark.parametrize("preset", ALL, ids=lambda p: p.name)
 def test_measured_rules_keep_averaging_orthogonal_text_encoder_groups(preset):
     orth = stats(cos=0.02, excess=0.0, overlap=0.1)
     opposing = stats(cos=-0.06, overlap=0.1)
-    for s, paper in ((orth, "slerp"), (opposing, "weighted_average")):
+    agreeing = stats(cos=0.3, excess=0.0, overlap=0.5)
+    for s, paper in ((orth, "slerp"), (opposing, "weighted_average"), (agreeing, go(agreeing, preset).strategy)):
         te = decide(s.key, s, Metrics.of(s), preset, StrategySet.FULL, Rules.MEASURED, text_encoder=True)
         assert go(s, preset).strategy == te.strategy == paper
         assert te.reason.endswith("measured rules: text encoder, kept (a shared embedding: stacking overshoots)")

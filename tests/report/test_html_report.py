@@ -89,7 +89,7 @@ def test_strategy_map_colours_each_group_as_its_strategy_in_the_legend(example):
         by_strategy.setdefault(g.strategy, set()).add(found[i][1])
     assert all(len(colours) == 1 for colours in by_strategy.values())  # one colour per strategy...
     assert len({c for cs in by_strategy.values() for c in cs}) == len(by_strategy)  # ... and a different one each
-    assert set(by_strategy) == set(example.report.strategy_counts) == {"weighted_sum", "slerp", "weighted_average", "consensus"}
+    assert set(by_strategy) == set(example.report.strategy_counts) == {"weighted_sum", "weighted_average", "consensus"}
 
 
 def test_rows_are_the_model_blocks_in_order(example):
