@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import architectures as A
+from .atomic import check_output
 from .basemodel import BaseModel
 from .enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from .formats.align import load_group
 from .formats.kohya_meta import carried_metadata
-from .formats.writers import OutputItem, WriteReport, check_output, write
+from .formats.writers import OutputItem, WriteReport, write
 from .inspection import open_and_align
 from .threads import single_threaded_ops
 

@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .analysis.pass1 import Analysis, pass1
+from .atomic import check_output
 from .config import MergeConfig
 from .engine import GroupResult, check_device, pass2
 from .enums import OutputDtype, OutputFormat, Progress
 from .formats.kohya_meta import carried_metadata
 from .formats.memory import MemorySource
-from .formats.writers import OutputItem, check_output, write
+from .formats.writers import OutputItem, write
 from .inputs import Inputs, file_sha256, open_inputs
 from .plan import MergePlan, check_forced_mode, make_plan, uses_sign_statistics
 from .report import Report, build_report

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.pass1 import Analysis, pass1
+from ..atomic import check_output
 from ..config import MergeConfig
 from ..enums import Progress, TunerMemory
 from ..errors import EvaluatorError, OptionError
-from ..formats.writers import check_output
 from ..inputs import Inputs, file_sha256, open_inputs
 from ..pipeline import MergeResult, run, threads_of
 from ..presets import preset_for

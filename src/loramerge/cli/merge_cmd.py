@@ -112,8 +112,8 @@ def merge(
 
 def check_report_path(report_json: Path | None, output: Path | None, inputs: list, overwrite: bool) -> None:
     """The --report-json file is checked as the LoRA is, before the merge (not after the LoRA is written)."""
+    from ..atomic import check_output
     from ..errors import OutputError
-    from ..formats.writers import check_output
 
     if report_json is None:
         return

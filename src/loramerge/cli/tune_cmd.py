@@ -54,11 +54,11 @@ def tune(
 ) -> None:
     """Search the merge options for these LoRAs: a heuristic sweep, then the best candidates merged and
     measured. Options given here are pinned (not swept); see docs/TUNER.md."""
+    from ..atomic import check_output
     from ..autotune import CommandEvaluator
     from ..autotune import tune as run_tune
     from ..autotune.grid import SWEPT
     from ..autotune.render import render_table
-    from ..formats.writers import check_output
 
     given = {k: v for k, v in normalised(options).items() if v is not None}
     cfg = build_config(loras, None, given)

@@ -1,5 +1,6 @@
 """Alpha semantics of PEFT/diffusers files: `lora_adapter_metadata` (lora_alpha, r, rank_pattern,
-alpha_pattern, use_rslora), per component prefix ("unet.", "transformer.", "text_encoder.", ...)."""
+alpha_pattern, use_rslora), per component prefix ("unet.", "transformer.", "text_encoder.", ...):
+read (`parse_adapter_metadata`) and written (`adapter_metadata`) here."""
 
 from __future__ import annotations
 
@@ -87,3 +88,30 @@ def _patterns(value, name: str) -> dict[str, float]:
         except re.error as exc:
             raise PeftMetadataError(f"'{name}' holds '{pattern}', not a regular expression ({exc})") from None
     return dict(value)
+
+
+def adapter_metadata(configs: dict[str, dict]) -> dict:
+    """alpha = rank everywhere: r/lora_alpha = the most common rank, patterns for the others.
+
+    Pattern keys are anchored (``^path``): PEFT matches them as suffixes and takes the first
+    match, so ``proj_out`` would also catch ``single_transformer_blocks.1.proj_out``. Text-encoder
+    paths drop ``text_model.``: transformers 5's CLIPTextModel has no such module (PEFT matches
+    target modules by suffix, so transformers 4 still finds them)."""
+    flat: dict = {}
+    for component, cfg in configs.items():
+        strip = component.startswith("text_encoder")
+        ranks = {(path.removeprefix("text_model.") if strip else path): r for path, r in cfg["ranks"].items()}
+        common = max(set(ranks.values()), key=lambda r: (list(ranks.values()).count(r), -r))
+        pattern = {"^" + re.escape(path): r for path, r in ranks.items() if r != common}
+        flat.update(
+            {
+                f"{component}.r": common,
+                f"{component}.lora_alpha": common,
+                f"{component}.rank_pattern": pattern,
+                f"{component}.alpha_pattern": dict(pattern),
+                f"{component}.target_modules": sorted(ranks),
+                f"{component}.use_dora": False,
+                f"{component}.use_rslora": False,
+            }
+        )
+    return flat

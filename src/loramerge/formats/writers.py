@@ -15,8 +15,6 @@ Writes are atomic: a temporary file in the target folder, renamed into place on 
 from __future__ import annotations
 
 import json
-import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from ..version import TOOL_NAME, __version__
 from .align import RECORDED_ARCH
 from .dialects import DIFFUSERS_PREFIX, KOHYA_PREFIX
 from .kohya_meta import network_metadata
+from .peft_meta import adapter_metadata
 from .streaming import StreamingSafetensors, check_finite
 
 
@@ -54,45 +53,6 @@ class WriteReport:
     conversions: dict[str, float] = field(default_factory=dict)  # module -> relative error of a dense->LoRA SVD
     widened: list[str] = field(default_factory=list)  # tensors kept in float32: out of the half range
     dropped: list[str] = field(default_factory=list)  # only with lossy=True
-
-
-OUTPUT_SUFFIX = ".safetensors"
-
-
-def check_output(
-    path: str | Path, inputs: Iterable[str | Path], *, overwrite: bool, suffix: str | None = OUTPUT_SUFFIX
-) -> Path:
-    """Refuse, before any work, an output that is one of the inputs (also through links or another
-    spelling of the path; always), an existing file unless `overwrite`, a folder, a missing folder, a
-    folder that cannot be written to, or a name without the `suffix` (``.safetensors``; None: any)."""
-    out = Path(path)
-    target = out.resolve()
-    for inp in inputs:
-        if Path(inp).resolve() == target:
-            raise OutputError(f"{out}: this is one of the input LoRAs ({inp}); write the result to another file")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a folder; give a file name such as {out / 'merged.safetensors'}")
-    if suffix is not None and out.suffix.lower() != suffix:
-        raise OutputError(
-            f"{out}: an output needs the {suffix} extension (clients list LoRAs by it); "
-            f"give {out.parent / (out.name + suffix)}"
-        )
-    if not out.parent.is_dir():
-        raise OutputError(f"{out}: folder {out.parent} does not exist")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: exists; choose another name or pass --overwrite (-f) to replace it")
-    check_writable(out.parent, f"{out}: folder {out.parent}")
-    return out
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Refuse a folder in which no file can be made (permissions, a read-only mount): try to make one
-    (unnamed where the system allows it, so that nothing is ever left behind)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{what} cannot be written to ({exc.strerror}); choose a folder you can write to") from exc
 
 
 def write(
@@ -401,31 +361,4 @@ def _diffusers(items, table, report, lossy, emit):
         cfg = configs.setdefault(component, {"ranks": {}})
         cfg["ranks"][path] = patch.rank
     report.modules = len({it.placement.module for it in items}) - len(report.dropped)
-    return {"lora_adapter_metadata": json.dumps(_peft_metadata(configs), sort_keys=True)}
-
-
-def _peft_metadata(configs: dict[str, dict]) -> dict:
-    """alpha = rank everywhere: r/lora_alpha = the most common rank, patterns for the others.
-
-    Pattern keys are anchored (``^path``): PEFT matches them as suffixes and takes the first
-    match, so ``proj_out`` would also catch ``single_transformer_blocks.1.proj_out``. Text-encoder
-    paths drop ``text_model.``: transformers 5's CLIPTextModel has no such module (PEFT matches
-    target modules by suffix, so transformers 4 still finds them)."""
-    flat: dict = {}
-    for component, cfg in configs.items():
-        strip = component.startswith("text_encoder")
-        ranks = {(path.removeprefix("text_model.") if strip else path): r for path, r in cfg["ranks"].items()}
-        common = max(set(ranks.values()), key=lambda r: (list(ranks.values()).count(r), -r))
-        pattern = {"^" + re.escape(path): r for path, r in ranks.items() if r != common}
-        flat.update(
-            {
-                f"{component}.r": common,
-                f"{component}.lora_alpha": common,
-                f"{component}.rank_pattern": pattern,
-                f"{component}.alpha_pattern": dict(pattern),
-                f"{component}.target_modules": sorted(ranks),
-                f"{component}.use_dora": False,
-                f"{component}.use_rslora": False,
-            }
-        )
-    return flat
+    return {"lora_adapter_metadata": json.dumps(adapter_metadata(configs), sort_keys=True)}

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import check_output
 from ..config import LoraInput, MergeConfig
 from ..enums import OutputFormat, Progress
 from ..formats.memory import MemorySource
-from ..formats.writers import check_output, tensors_for
+from ..formats.writers import tensors_for
 from ..inputs import file_sha256
 from ..pipeline import MergeResult, run
 from .schema import Recipe, RecipeError, Step

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import check_output
 from ..config import MergeConfig
 from ..enums import OutputDtype, Progress
 from ..errors import BaseModelMismatchError, OutputError
 from ..formats.align import load_group
 from ..formats.streaming import StreamingSafetensors, narrowed
-from ..formats.writers import OutputItem, check_output
+from ..formats.writers import OutputItem
 from ..inputs import file_sha256
 from ..inspection import open_and_align
 from ..patches import Dense, LowRank, Patch

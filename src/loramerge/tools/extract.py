@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..architectures.spec import Branch, Placement
+from ..atomic import check_output
 from ..compress import factorize_dense
 from ..enums import OutputDtype, OutputFormat
 from ..errors import BaseModelMismatchError, LoraMergeError
-from ..formats.writers import OutputItem, WriteReport, check_output, write
+from ..formats.writers import OutputItem, WriteReport, write
 from ..rng import group_generator
 from ..spool import PatchStore
 from .checkpoint import Checkpoint, Slot

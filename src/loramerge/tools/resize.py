@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 
 from .. import architectures as A
+from ..atomic import check_output
 from ..compress import svd_of
 from ..enums import UNKNOWN_ARCH, OutputDtype, OutputFormat
 from ..errors import LoraMergeError
 from ..formats.align import load_group
-from ..formats.writers import OutputItem, WriteReport, check_output, write
+from ..formats.writers import OutputItem, WriteReport, write
 from ..inspection import open_and_align
 from ..patches import Dense, LowRank, Patch
 from ..spool import PatchStore
