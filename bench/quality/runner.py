@@ -9,6 +9,8 @@ order: the numbers do not depend on the number of workers or on which worker ran
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import pickle
 import sys
@@ -159,7 +161,11 @@ def run(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, workers: int
 
 
 def last_run_path(cfg: BenchConfig, cache: Path) -> Path:
-    return cache / f"last_run_{cfg.name}.pkl"
+    """One file per configuration (sizes, seeds, cases, methods, domains), so that an experiment with
+    a subset of the methods or one domain (`--methods`, `--domains`) does not replace the full run
+    that a plain `--report-only` re-renders."""
+    key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return cache / f"last_run_{cfg.name}_{key}.pkl"
 
 
 def report_only(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, log=print) -> tuple[dict, list[str]]:
