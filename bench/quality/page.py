@@ -168,10 +168,13 @@ def _headline(cfg: BenchConfig, agg: dict) -> list[str]:
          "equal means share a rank); auto's rank on each seed separately; its rank among the methods that keep "
          f"content within {cfg.content_guard:g} of the case's LoRAs alone (the others are marked † in the case "
          "tables: they buy effect rates by breaking the other prompts' digits); and the baselines that beat auto on "
-         "both the primary metric and content (auto is Pareto-dominated by them).", "",
+         "both the primary metric and content (auto is Pareto-dominated by them); last, auto's own variants "
+         "(ablations and candidate rules, below each case) that do, with on how many seeds each is better / equal / "
+         "worse than auto on the primary metric (a variant ahead on the mean but not on every seed is within the "
+         "seeds' spread).", "",
          "| case | primary metric | auto (content) | rank | rank per seed | best method | best (content) | rank, content kept "
-         "| best, content kept | dominate auto |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "| best, content kept | dominate auto | variants of auto ahead on both |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case, c in agg["cases"].items():
         if "auto" in c["methods"]:
             L.append(_headline_row(case, c))
@@ -185,7 +188,15 @@ def _headline_row(case: str, c: dict) -> str:
     best_kept = f"{_label(c, kept[0])}: {with_content(kept[0])}" if kept else "–"
     return (f"| {case} | {c['primary']} | {with_content('auto')} | **{c['ranks']['auto']} of {len(c['ranking'])}** | "
             f"{', '.join(map(str, c['auto_rank_per_seed']))} | {_label(c, best)} | {with_content(best)} | {rank_kept} | "
-            f"{best_kept} | " + (", ".join(_label(c, n) for n in c["auto_dominated_by"]) or "none") + " |")
+            f"{best_kept} | " + (", ".join(_label(c, n) for n in c["auto_dominated_by"]) or "none") + " | "
+            + (", ".join(_variant(c, n) for n in c.get("auto_dominated_by_variants", [])) or "none") + " |")
+
+
+def _variant(c: dict, n: str) -> str:
+    e = c["methods"][n]
+    v = e["vs_auto"]
+    return (f"{_label(c, n)} ({e['primary'][0] - c['methods']['auto']['primary'][0]:+.3f}, "
+            f"{v['better']}/{v['equal']}/{v['worse']})")
 
 
 def _case(cfg: BenchConfig, raw: dict, case: str, c: dict) -> list[str]:

@@ -7,7 +7,7 @@ import statistics
 
 from .config import CASES, BenchConfig
 from .evaluators import DIM_TEST
-from .methods import AUTO, BASELINE, BY_NAME
+from .methods import ABLATION, AUTO, BASELINE, BY_NAME, CANDIDATE
 
 COMPARISONS = (  # (question, A, B)
     ("measured rules (default) vs the paper's", "auto", "auto_paper"),
@@ -105,7 +105,8 @@ def _aggregate_case(cfg: BenchConfig, results: dict, case: str, singles: dict) -
             "ranks": _competition_ranks({n: per[n]["primary"][0] for n in ranked}),
             "auto_rank_per_seed": seed_ranks, "content_floor": floor, "ranking_kept": kept,
             "ranks_kept": _competition_ranks({n: per[n]["primary"][0] for n in kept}),
-            "auto_dominated_by": _dominating(per, ranked)}
+            "auto_dominated_by": _dominating(per, ranked),
+            "auto_dominated_by_variants": _dominating(per, [n for n in per if BY_NAME[n].family in (ABLATION, CANDIDATE)])}
 
 
 def _dominating(per: dict, ranked: list[str]) -> list[str]:
