@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import STYLES, digits, slant, split
+from .data import STYLES, digits, slant, split, stylise
 from .determinism import build, generator
 
 HEADS = ("bold", "thin", "slant")
@@ -107,18 +107,17 @@ def train_evaluator(*, seed: int = 0, steps: int = 1500, batch: int = 128) -> tu
 def held_out_accuracy(model: Evaluator, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Accuracy of every head on real test digits in every style combination, each also at
     `DIM_TEST` brightness (the stroke heads must not read a dimmer image as thinner strokes)."""
+    styled = {(stroke, slanted): stylise(x, stroke=stroke, slanted=slanted)
+              for stroke in (None, "bold", "thin") for slanted in (False, True)}
     out = {}
     for gain in (1.0, DIM_TEST):
-        for stroke in (None, "bold", "thin"):
-            for slanted in (False, True):
-                xs = x if stroke is None else STYLES[stroke](x)
-                xs = slant(xs) if slanted else xs
-                p = predict(model, xs if gain == 1.0 else dimmed(xs, gain))
-                name = (stroke or "plain") + ("+slant" if slanted else "") + ("" if gain == 1.0 else f" ×{gain}")
-                out[name] = {"digit": float((p["digit"] == y).float().mean()),
-                             "bold": float((p["bold"] == (stroke == "bold")).float().mean()),
-                             "thin": float((p["thin"] == (stroke == "thin")).float().mean()),
-                             "slant": float((p["slant"] == slanted).float().mean())}
+        for (stroke, slanted), xs in styled.items():
+            p = predict(model, xs if gain == 1.0 else dimmed(xs, gain))
+            name = (stroke or "plain") + ("+slant" if slanted else "") + ("" if gain == 1.0 else f" ×{gain}")
+            out[name] = {"digit": float((p["digit"] == y).float().mean()),
+                         "bold": float((p["bold"] == (stroke == "bold")).float().mean()),
+                         "thin": float((p["thin"] == (stroke == "thin")).float().mean()),
+                         "slant": float((p["slant"] == slanted).float().mean())}
     return out
 
 

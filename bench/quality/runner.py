@@ -9,8 +9,6 @@ order: the numbers do not depend on the number of workers or on which worker ran
 
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing as mp
 import pickle
 import sys
@@ -22,7 +20,7 @@ from pathlib import Path
 
 from . import jobs as J
 from .config import LORAS, BenchConfig
-from .determinism import pinned_environment, process_settings, provenance
+from .determinism import pinned_environment, process_settings, provenance, results_digest
 
 
 @dataclass
@@ -164,8 +162,7 @@ def last_run_path(cfg: BenchConfig, cache: Path) -> Path:
     """One file per configuration (sizes, seeds, cases, methods, domains), so that an experiment with
     a subset of the methods or one domain (`--methods`, `--domains`) does not replace the full run
     that a plain `--report-only` re-renders."""
-    key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return cache / f"last_run_{cfg.name}_{key}.pkl"
+    return cache / f"last_run_{cfg.name}_{results_digest(cfg.to_dict())[:12]}.pkl"
 
 
 def report_only(cfg: BenchConfig, *, cache: Path, out_dir: Path, doc: Path, log=print) -> tuple[dict, list[str]]:
